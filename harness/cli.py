@@ -1,0 +1,179 @@
+"""`harness`: list, validate, run and report experiments; print the spec JSON Schema.
+
+The environment is read here and only here (HARNESS_CACHE_DIR, HARNESS_DATA_MIRROR,
+HARNESS_RESULTS_DIR); everything below receives plain arguments.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from registry.errors import SpecError
+
+PROFILE_CHOICE = click.Choice(["tiny", "local", "paper"])
+DEFAULT_CACHE = Path.home() / ".cache" / "latent-harness"
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def user_errors(func):
+    """Turn errors a user can cause into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from harness.data import DataError
+        from harness.models import ModelFetchError, NonFiniteActivationError
+
+        try:
+            return func(*args, **kwargs)
+        except SpecError as exc:
+            _fail(str(exc), 2)
+        except (DataError, ModelFetchError, NonFiniteActivationError, IndexError) as exc:
+            _fail(str(exc), 1)
+        except KeyboardInterrupt:
+            _fail("interrupted; the previous complete result (if any) is untouched", 130)
+
+    return wrapper
+
+
+results_option = click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"),
+                              envvar="HARNESS_RESULTS_DIR", show_default=True, help="Where run directories go.")
+specs_option = click.option("--specs", "specs_dir", type=click.Path(path_type=Path), default=Path("specs"),
+                            show_default=True, help="Folder of spec files.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Declarative experiment registry and reproducibility harness for LLM-internals experiments."""
+
+
+@main.command("list")
+@specs_option
+@results_option
+@user_errors
+def list_specs(specs_dir: Path, results_dir: Path):
+    """List every spec: name, kind, source, profiles it can run on, last result."""
+    from harness.engine import runnable_profiles
+    from harness.report.render import spec_files
+    from registry import load_spec_all_profiles
+
+    rows = [("NAME", "KIND", "SOURCE", "PROFILES", "LAST RESULT")]
+    for path in spec_files([specs_dir]):
+        by_profile = load_spec_all_profiles(path)
+        spec = by_profile["local"]
+        run_file = results_dir / spec.name / "run.json"
+        if run_file.is_file():
+            run = json.loads(run_file.read_text())
+            last = f"{run['profile']}, {run['started_utc'][:16].replace('T', ' ')}, {run['wall_seconds']:.0f}s"
+        else:
+            last = "—"
+        sections = ",".join(spec.source.sections[:3]) + ("…" if len(spec.source.sections) > 3 else "")
+        rows.append((spec.name, spec.kind, f"{spec.source.seed[:3]} §{sections}", ",".join(runnable_profiles(by_profile)), last))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+def validate(paths: tuple[Path, ...]):
+    """Validate spec files (default: every file in specs/) under every profile."""
+    from harness.engine import runnable_profiles
+    from harness.report.render import spec_files
+    from registry import load_spec_all_profiles
+
+    try:
+        files = spec_files(list(paths) or [Path("specs")])
+    except SpecError as exc:
+        _fail(str(exc), 2)
+    failures = 0
+    for path in files:
+        try:
+            by_profile = load_spec_all_profiles(path)
+        except SpecError as exc:
+            failures += 1
+            click.echo(f"error: {exc}", err=True)
+            continue
+        spec = by_profile["local"]
+        click.echo(f"ok     {path}  ({spec.kind}; runs on: {', '.join(runnable_profiles(by_profile)) or 'no profile'})")
+    if failures:
+        click.echo(f"{failures} of {len(files)} spec files failed validation", err=True)
+        sys.exit(2)
+    if not files:
+        _fail("no spec files found", 2)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--profile", type=PROFILE_CHOICE, default="local", show_default=True,
+              help="tiny: random tiny models, synthetic data; local: real small models on CPU; paper: the reports' models.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a spec field, e.g. --set seed=3 --set prompts.0.text='Hello'. Repeatable.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@results_option
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, envvar="HARNESS_CACHE_DIR",
+              show_default=True, help="Downloaded wheels, GGUF files and dequantised weights.")
+@click.option("--data-mirror", type=click.Path(path_type=Path, file_okay=False), default=None, envvar="HARNESS_DATA_MIRROR",
+              help="Offline dataset folder laid out <mirror>/<name>/<split>.jsonl; without it datasets load from the hub.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@user_errors
+def run(spec: Path, profile: str, overrides: tuple[str, ...], device: str, results_dir: Path, cache_dir: Path,
+        data_mirror: Path | None, quiet: bool):
+    """Run one experiment spec into results/<name>/."""
+    from harness.engine import RunSettings, run_spec
+    from harness.experiments import executor_for
+    from harness.fsutil import read_jsonl
+    from harness.report.render import _environment
+    from registry import load_spec
+
+    if data_mirror is not None and not data_mirror.is_dir():
+        raise SpecError(f"data mirror folder {str(data_mirror)!r} does not exist")
+    settings = RunSettings(profile=profile, results_dir=results_dir, cache_dir=cache_dir, data_mirror=data_mirror,
+                           device=device, overrides=overrides, show_progress=not quiet)
+    summary = run_spec(spec, settings)
+    click.echo(f"\n{summary.name}: done in {summary.wall_seconds:.1f} s -> {summary.run_dir}/")
+    loaded = load_spec(spec, profile, overrides)
+    analysis = executor_for(loaded.kind).analyze(loaded, read_jsonl(summary.run_dir / "records.jsonl"))
+    if analysis.tables:
+        macro = _environment().get_template("table.md.j2").module.render_table
+        click.echo(macro(analysis.tables[0]))
+    click.echo("Run `harness report` to render every table and figure into reports/.")
+
+
+@main.command()
+@specs_option
+@results_option
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports"), show_default=True)
+@user_errors
+def report(specs_dir: Path, results_dir: Path, out_dir: Path):
+    """Render reports/*.md and reports/*.tex from every spec and its latest result."""
+    from harness.report.render import build_reports, spec_files
+
+    written = build_reports(spec_files([specs_dir]), results_dir, out_dir)
+    click.echo(f"wrote {len(written)} files to {out_dir}/")
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write to a file instead of stdout.")
+def schema(out: Path | None):
+    """JSON Schema of every spec kind (point your editor's YAML plugin at it)."""
+    from registry.kinds import spec_json_schema
+
+    text = json.dumps(spec_json_schema(), indent=2) + "\n"
+    if out:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text, nl=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Spec + profile -> a complete run directory, written atomically, with provenance.
+
+results/<name>/
+  metrics.json   flat numbers (DVC metrics)
+  records.jsonl  one row per item / prompt / sample: enough to recompute every statistic
+  run.json       resolved spec, spec hash, profile, seed, git commit, versions, device, wall time
+  curves.csv     series for DVC plots
+  figures/       PNG figures
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.experiments import executor_for
+from harness.experiments.base import RunContext
+from harness.fsutil import atomic_write_text, replace_dir, restore_interrupted, staging_dir, write_json, write_jsonl
+from harness.models import ModelProvider, resolve_device
+from registry import load_spec
+from registry.catalog import dataset_entry, model_entry
+from registry.errors import SpecError
+
+TRACKED_PACKAGES = ("torch", "transformers", "accelerate", "datasets", "statsmodels", "scipy", "numpy",
+                    "pydantic", "gguf", "safetensors", "tokenizers", "bitsandbytes", "latent-harness")
+
+
+@dataclass
+class RunSettings:
+    profile: str = "local"
+    results_dir: Path = Path("results")
+    cache_dir: Path = Path.home() / ".cache" / "latent-harness"
+    data_mirror: Path | None = None
+    device: str = "auto"
+    overrides: tuple[str, ...] = ()
+    show_progress: bool = True
+
+
+@dataclass
+class RunSummary:
+    name: str
+    run_dir: Path
+    wall_seconds: float
+    metrics: dict = field(default_factory=dict)
+
+
+def check_runnable(spec, profile: str, data_mirror: Path | None) -> None:
+    """Fail before any model loads if a model or dataset has no source for the profile."""
+    for name in spec.model_names():
+        model_entry(name).source(profile)
+    if profile == "tiny":
+        return
+    for name, split in spec.data_needs():
+        entry = dataset_entry(name)
+        if data_mirror is not None and split not in entry.mirror_splits:
+            have = ", ".join(entry.mirror_splits) or "none"
+            raise SpecError(f"dataset {name!r} split {split!r} is not in the offline mirror (it has: {have}); "
+                            f"run without a mirror to use the hub, or choose another split")
+
+
+def runnable_profiles(spec_by_profile: dict, data_mirror: Path | None = None) -> list[str]:
+    ok = []
+    for profile, spec in spec_by_profile.items():
+        try:
+            check_runnable(spec, profile, data_mirror)
+            ok.append(profile)
+        except SpecError:
+            pass
+    return ok
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def spec_hash(spec_dict: dict, profile: str) -> str:
+    canonical = json.dumps({"spec": spec_dict, "profile": profile}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _git_state() -> dict:
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    commit = git("rev-parse", "--verify", "--quiet", "HEAD")
+    return {"commit": commit or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}
+
+
+def _versions() -> dict:
+    found = {}
+    for package in TRACKED_PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _device_info(device: torch.device) -> dict:
+    info = {"device": str(device), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+            "platform": platform.platform()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _write_curves(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def run_spec(spec_path: Path, settings: RunSettings) -> RunSummary:
+    spec = load_spec(spec_path, settings.profile, settings.overrides)
+    check_runnable(spec, settings.profile, settings.data_mirror)
+    executor = executor_for(spec.kind)
+    device = resolve_device(settings.device)
+    final_dir = Path(settings.results_dir) / spec.name
+    restore_interrupted(final_dir)
+    spec_dict = spec.model_dump(mode="json")
+    digest = spec_hash(spec_dict, settings.profile)
+    # checkpoints and resumable state: keyed by the resolved spec, so only an identical run resumes
+    state_dir = Path(settings.cache_dir) / "state" / f"{spec.name}-{digest[:16]}"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stage = staging_dir(final_dir)
+    try:
+        seed_everything(spec.seed)
+        models = ModelProvider(settings.profile, settings.cache_dir, device)
+        ctx = RunContext(profile=settings.profile, models=models, device=device, seed=spec.seed, work_dir=stage,
+                         state_dir=state_dir, data_mirror=settings.data_mirror, show_progress=settings.show_progress)
+        started = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
+        output = executor.run(spec, ctx)
+        wall = time.perf_counter() - t0
+        analysis = executor.analyze(spec, output.records)
+        write_jsonl(stage / "records.jsonl", output.records)
+        write_json(stage / "metrics.json", analysis.metrics)
+        _write_curves(stage / "curves.csv", output.curves)
+        executor.figures(spec, output.records, stage / "figures")
+        write_json(stage / "run.json", {
+            "name": spec.name,
+            "kind": spec.kind,
+            "spec_file": str(spec_path),
+            "spec": spec_dict,
+            "spec_hash": digest,
+            "profile": settings.profile,
+            "overrides": list(settings.overrides),
+            "seed": spec.seed,
+            "git": _git_state(),
+            "versions": _versions(),
+            "python": sys.version.split()[0],
+            "hardware": _device_info(device),
+            "models": models.provenance,
+            "data_mirror": str(settings.data_mirror) if settings.data_mirror else None,
+            "started_utc": started.isoformat(timespec="seconds"),
+            "wall_seconds": round(wall, 3),
+            "n_records": len(output.records),
+        })
+        replace_dir(stage, final_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return RunSummary(spec.name, final_dir, wall, analysis.metrics)

@@ -1,0 +1,42 @@
+"""What an executor receives and returns. Each kind's module provides:
+
+    run(spec, ctx) -> RunOutput             the expensive part: models, data, records
+    analyze(spec, records) -> Analysis      metrics and tables, recomputable from records alone
+    figures(spec, records, out_dir) -> list of written figure paths
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from harness.data import load_items
+from harness.models import ModelProvider
+
+
+@dataclass
+class RunOutput:
+    records: list[dict]
+    curves: list[dict] = field(default_factory=list)  # rows of curves.csv (DVC plots)
+
+
+@dataclass
+class RunContext:
+    profile: str
+    models: ModelProvider
+    device: torch.device
+    seed: int
+    work_dir: Path  # the staging run directory; extra artifacts may go here
+    state_dir: Path  # survives interrupted runs: checkpoints, content-addressed caches
+    data_mirror: Path | None = None
+    show_progress: bool = True
+
+    def progress(self, iterable=None, **kwargs):
+        return tqdm(iterable, disable=not self.show_progress, dynamic_ncols=True, **kwargs)
+
+    def items(self, dataset: str, split: str, limit: int | None = None, seed: int | None = None) -> list[dict]:
+        return load_items(dataset, split, profile=self.profile, mirror=self.data_mirror, limit=limit,
+                          seed=self.seed if seed is None else seed)

@@ -1,0 +1,12 @@
+"""Models by logical name: loading per profile, anatomy of each architecture, activation capture."""
+
+from harness.models.anatomy import Anatomy, architecture_facts, find_anatomy
+from harness.models.capture import ActivationCapture, NonFiniteActivationError, check_finite
+from harness.models.gguf_wheel import ModelFetchError
+from harness.models.loading import LoadedModel, ModelProvider, load_model, resolve_device
+
+__all__ = [
+    "ActivationCapture", "Anatomy", "LoadedModel", "ModelFetchError", "ModelProvider",
+    "NonFiniteActivationError", "architecture_facts", "check_finite", "find_anatomy", "load_model",
+    "resolve_device",
+]

