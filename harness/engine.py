@@ -136,7 +136,10 @@ def _write_curves(path: Path, rows: list[dict]) -> None:
 
 def run_spec(spec_path: Path, settings: RunSettings) -> RunSummary:
     spec = load_spec(spec_path, settings.profile, settings.overrides)
-    check_runnable(spec, settings.profile, settings.data_mirror)
+    try:
+        check_runnable(spec, settings.profile, settings.data_mirror)
+    except SpecError as exc:
+        raise exc.located(str(spec_path)) from None
     executor = executor_for(spec.kind)
     device = resolve_device(settings.device)
     final_dir = Path(settings.results_dir) / spec.name

@@ -24,15 +24,22 @@ class SpecError(Exception):
         return self if self.where else SpecError(self.message, where, self.field)
 
 
-def format_validation_error(exc, where: str | None = None) -> SpecError:
+def format_validation_error(exc, where: str | None = None, tag: str | None = None) -> SpecError:
     """Turn a pydantic ValidationError into a SpecError naming the first bad field.
 
-    Every error is kept on the same line, separated by '; ', so nothing is hidden.
+    `tag` is the discriminator value (the spec's kind), which pydantic puts first in every
+    error location; it is dropped so fields read as they are written in the file. Every error
+    is kept on the same line, separated by '; ', so nothing is hidden.
     """
     messages = []
     first_field = None
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p))
+        parts = list(err["loc"])
+        if tag is not None and parts[:1] == [tag]:
+            parts = parts[1:]
+        loc = ".".join(str(p) for p in parts if not _is_union_tag(p))
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = "kind"
         msg = _describe(err)
         if first_field is None:
             first_field = loc or None

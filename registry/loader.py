@@ -159,7 +159,8 @@ def validate_mapping(data: dict, where: str):
     try:
         return SPEC_ADAPTER.validate_python(data)
     except ValidationError as exc:
-        raise format_validation_error(exc, where) from None
+        tag = data.get("kind") if isinstance(data.get("kind"), str) else None
+        raise format_validation_error(exc, where, tag) from None
 
 
 def load_spec(path: str | Path, profile: str = "local", overrides: Iterable[str] = ()):

@@ -1,0 +1,46 @@
+import os
+from pathlib import Path
+
+# Tests never touch the model or dataset hub. huggingface_hub reads these at import time,
+# so they are set before anything imports it.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SPECS = sorted((REPO / "specs").glob("*.yaml"))
+
+
+@pytest.fixture
+def write_spec(tmp_path):
+    """Write a YAML spec file into a temp folder and return its path."""
+
+    def _write(text: str, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return _write
+
+
+MINIMAL_RESIDUAL = """\
+kind: residual_gain
+description: test spec
+source: {seed: 001_2238a690a37813ca.txt}
+models: [llama31_8b]
+prompts:
+  - {id: a, text: "The capital of France is"}
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_paper_run(tmp_path_factory):
+    """The paper residual-gain spec (eight architectures) run once in the tiny profile."""
+    from harness.engine import RunSettings, run_spec
+
+    results = tmp_path_factory.mktemp("results")
+    settings = RunSettings(profile="tiny", results_dir=results, cache_dir=tmp_path_factory.mktemp("cache"),
+                           device="cpu", show_progress=False)
+    summary = run_spec(REPO / "specs" / "residual_gain_paper.yaml", settings)
+    return summary

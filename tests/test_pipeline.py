@@ -1,0 +1,66 @@
+"""dvc.yaml / params.yaml stay in step with specs/, and `dvc repro` really regenerates everything."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import REPO, SPECS
+from harness.engine import runnable_profiles
+from registry import load_spec_all_profiles
+
+
+def test_params_list_exactly_the_specs_runnable_on_the_profile():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    runnable = {p.stem for p in SPECS if params["profile"] in runnable_profiles(load_spec_all_profiles(p))}
+    assert set(params["specs"]) == runnable
+    for name, path in params["specs"].items():
+        assert Path(path) == Path("specs") / f"{name}.yaml"
+
+
+def test_dvc_config_turns_off_analytics_and_update_checks():
+    config = (REPO / ".dvc" / "config").read_text()
+    assert "analytics = false" in config and "check_update = false" in config
+
+
+def test_stage_outputs_do_not_overlap():
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["run"]["do"]
+    paths = [next(iter(o)) if isinstance(o, dict) else o for key in ("outs", "metrics", "plots") for o in stage[key]]
+    assert len(paths) == len(set(paths))
+    assert not any(a != b and b.startswith(a.rstrip("/") + "/") for a in paths for b in paths)
+
+
+def test_dvc_repro_regenerates_results_and_reports_then_does_nothing(tmp_path):
+    work = tmp_path / "repo"
+    work.mkdir()
+    for item in ("dvc.yaml", "specs", ".dvcignore"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / item)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = "tiny"
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    # code dependencies: copies of the packages under test, which the stages hash
+    for package in ("harness", "registry"):
+        shutil.copytree(REPO / package, work / package, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "HARNESS_CACHE_DIR": str(tmp_path / "cache"), "DVC_NO_ANALYTICS": "1"}
+
+    def sh(*cmd):
+        result = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    sh("git", "init", "-q")
+    sh(sys.executable, "-m", "dvc", "init", "-q")
+    shutil.copy2(REPO / ".dvc" / "config", work / ".dvc" / "config")
+    first = sh(sys.executable, "-m", "dvc", "repro")
+    for name in params["specs"]:
+        assert f"Running stage 'run@{name}'" in first
+        assert (work / "results" / name / "metrics.json").is_file()
+        assert (work / "reports" / f"{name}.md").is_file()
+    assert "Running stage 'report'" in first
+    second = sh(sys.executable, "-m", "dvc", "repro")
+    assert "Running stage" not in second and "up to date" in second
