@@ -153,11 +153,13 @@ def apply_profile(data: dict, profile: str, where: str) -> dict:
     return deep_merge(data, overlays.get(profile) or {})
 
 
-def validate_mapping(data: dict, where: str):
+def validate_mapping(data: dict, where: str, spec_dir: Path | None = None):
+    """Validate a merged mapping. `spec_dir` is given to validators as context["spec_dir"],
+    so fields that name other files (a prompt set, say) resolve them relative to the spec."""
     from registry.kinds import SPEC_ADAPTER
 
     try:
-        return SPEC_ADAPTER.validate_python(data)
+        return SPEC_ADAPTER.validate_python(data, context={"spec_dir": spec_dir})
     except ValidationError as exc:
         tag = data.get("kind") if isinstance(data.get("kind"), str) else None
         raise format_validation_error(exc, where, tag) from None
@@ -172,7 +174,7 @@ def load_spec(path: str | Path, profile: str = "local", overrides: Iterable[str]
         data.setdefault("name", path.stem)
         data = apply_overrides(data, overrides)
         data = apply_profile(data, profile, where)
-        return validate_mapping(data, where)
+        return validate_mapping(data, where, path.parent)
     except SpecError as exc:
         raise exc.located(where) from None
 
