@@ -36,7 +36,7 @@ def user_errors(func):
             return func(*args, **kwargs)
         except SpecError as exc:
             _fail(str(exc), 2)
-        except (DataError, ModelFetchError, NonFiniteActivationError, IndexError) as exc:
+        except (DataError, ModelFetchError, NonFiniteActivationError, IndexError, FloatingPointError) as exc:
             _fail(str(exc), 1)
         except KeyboardInterrupt:
             _fail("interrupted; the previous complete result (if any) is untouched", 130)
@@ -130,7 +130,7 @@ def run(spec: Path, profile: str, overrides: tuple[str, ...], device: str, resul
     """Run one experiment spec into results/<name>/."""
     from harness.engine import RunSettings, run_spec
     from harness.experiments import executor_for
-    from harness.fsutil import read_jsonl
+    from harness.fsutil import read_csv_rows, read_jsonl
     from harness.report.render import _environment
     from registry import load_spec
 
@@ -141,7 +141,9 @@ def run(spec: Path, profile: str, overrides: tuple[str, ...], device: str, resul
     summary = run_spec(spec, settings)
     click.echo(f"\n{summary.name}: done in {summary.wall_seconds:.1f} s -> {summary.run_dir}/")
     loaded = load_spec(spec, profile, overrides)
-    analysis = executor_for(loaded.kind).analyze(loaded, read_jsonl(summary.run_dir / "records.jsonl"))
+    curves_file = summary.run_dir / "curves.csv"
+    curves = read_csv_rows(curves_file) if curves_file.is_file() else []
+    analysis = executor_for(loaded.kind).analyze(loaded, read_jsonl(summary.run_dir / "records.jsonl"), curves)
     if analysis.tables:
         macro = _environment().get_template("table.md.j2").module.render_table
         click.echo(macro(analysis.tables[0]))

@@ -154,16 +154,17 @@ def run_spec(spec_path: Path, settings: RunSettings) -> RunSummary:
         seed_everything(spec.seed)
         models = ModelProvider(settings.profile, settings.cache_dir, device)
         ctx = RunContext(profile=settings.profile, models=models, device=device, seed=spec.seed, work_dir=stage,
-                         state_dir=state_dir, data_mirror=settings.data_mirror, show_progress=settings.show_progress)
+                         state_dir=state_dir, cache_dir=Path(settings.cache_dir), data_mirror=settings.data_mirror,
+                         show_progress=settings.show_progress)
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         output = executor.run(spec, ctx)
         wall = time.perf_counter() - t0
-        analysis = executor.analyze(spec, output.records)
+        analysis = executor.analyze(spec, output.records, output.curves)
         write_jsonl(stage / "records.jsonl", output.records)
         write_json(stage / "metrics.json", analysis.metrics)
         _write_curves(stage / "curves.csv", output.curves)
-        executor.figures(spec, output.records, stage / "figures")
+        executor.figures(spec, output.records, output.curves, stage / "figures")
         write_json(stage / "run.json", {
             "name": spec.name,
             "kind": spec.kind,

@@ -62,3 +62,17 @@ def restore_interrupted(final: Path) -> None:
     backup = final.with_name(f".{final.name}.previous")
     if not final.exists() and backup.exists():
         os.replace(backup, final)
+
+
+def read_csv_rows(path: Path) -> list[dict]:
+    """Rows of a CSV written by the engine, numbers parsed back (empty cells dropped)."""
+    import csv
+
+    def parse(value: str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+    with open(path, encoding="utf-8", newline="") as handle:
+        return [{k: parse(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]

@@ -1,9 +1,10 @@
 """YAML -> validated spec.
 
 Resolution order: the file's `extends:` chain (deep merge, child wins; `name` and `expected`
-are never inherited), then command-line `--set a.b=c` overrides, then the spec's own
-`profiles.<profile>` overlay for the profile it will run under. Every problem surfaces as
-one SpecError line naming the file and field.
+are never inherited), then the spec's own `profiles.<profile>` overlay for the profile it will
+run under, then command-line `--set a.b=c` overrides, which win over everything (they are also
+applied before the overlay, so `--set profiles.local.x=y` edits an overlay). Every problem
+surfaces as one SpecError line naming the file and field.
 """
 
 from __future__ import annotations
@@ -153,13 +154,14 @@ def apply_profile(data: dict, profile: str, where: str) -> dict:
     return deep_merge(data, overlays.get(profile) or {})
 
 
-def validate_mapping(data: dict, where: str, spec_dir: Path | None = None):
-    """Validate a merged mapping. `spec_dir` is given to validators as context["spec_dir"],
-    so fields that name other files (a prompt set, say) resolve them relative to the spec."""
+def validate_mapping(data: dict, where: str, spec_dir: Path | None = None, profile: str | None = None):
+    """Validate a merged mapping. Validators see context["spec_dir"] (so fields naming other
+    files resolve relative to the spec) and context["profile"] (so layer indices and hidden
+    sizes are checked against the catalog models of the profile the spec will run under)."""
     from registry.kinds import SPEC_ADAPTER
 
     try:
-        return SPEC_ADAPTER.validate_python(data, context={"spec_dir": spec_dir})
+        return SPEC_ADAPTER.validate_python(data, context={"spec_dir": spec_dir, "profile": profile})
     except ValidationError as exc:
         tag = data.get("kind") if isinstance(data.get("kind"), str) else None
         raise format_validation_error(exc, where, tag) from None
@@ -174,7 +176,8 @@ def load_spec(path: str | Path, profile: str = "local", overrides: Iterable[str]
         data.setdefault("name", path.stem)
         data = apply_overrides(data, overrides)
         data = apply_profile(data, profile, where)
-        return validate_mapping(data, where, path.parent)
+        data = apply_overrides(data, overrides)
+        return validate_mapping(data, where, path.parent, profile)
     except SpecError as exc:
         raise exc.located(where) from None
 

@@ -102,7 +102,7 @@ def test_hub_source_loads_a_local_folder_like_the_hub(tmp_path, monkeypatch):
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     entry = ModelEntry(name="x", display_name="X", family="mistral",
-                       sources={"paper": HFSource(type="hf", repo_id=str(folder), dtype="float32")})
+                       sources={"paper": HFSource(type="hf", repo_id=str(folder), dtype="float32", n_layers=4, hidden_size=64)})
     monkeypatch.setattr(loading, "model_entry", lambda name: entry)
     lm = loading.load_model("x", "paper", cache_dir=tmp_path, device=CPU)
     ids = tok("same weights", return_tensors="pt")
@@ -117,7 +117,7 @@ def test_hub_source_failure_is_one_line(tmp_path, monkeypatch):
     import harness.models.loading as loading
 
     entry = ModelEntry(name="x", display_name="X", family="llama",
-                       sources={"paper": HFSource(type="hf", repo_id="nobody/does-not-exist-anywhere")})
+                       sources={"paper": HFSource(type="hf", repo_id="nobody/does-not-exist-anywhere", n_layers=4, hidden_size=64)})
     monkeypatch.setattr(loading, "model_entry", lambda name: entry)
     with pytest.raises(ModelFetchError, match=r"^could not load 'nobody/does-not-exist-anywhere' \(revision main\)") as info:
         loading.load_model("x", "paper", cache_dir=tmp_path, device=CPU)
@@ -130,9 +130,24 @@ def test_quantized_hub_source_needs_cuda(tmp_path, monkeypatch):
     import harness.models.loading as loading
 
     entry = ModelEntry(name="x", display_name="X", family="llama",
-                       sources={"paper": HFSource(type="hf", repo_id="org/model", quantization="nf4")})
+                       sources={"paper": HFSource(type="hf", repo_id="org/model", quantization="nf4", n_layers=4, hidden_size=64)})
     monkeypatch.setattr(loading, "model_entry", lambda name: entry)
     with pytest.raises(ModelFetchError, match="nf4 quantization needs a CUDA device"):
         loading.load_model("x", "paper", cache_dir=tmp_path, device=CPU)
     config = loading._bitsandbytes_config("nf4", torch.bfloat16)
     assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4"
+
+
+def test_catalog_dimensions_are_checked_against_the_loaded_model(tmp_path, monkeypatch):
+    from registry.catalog import HFSource, ModelEntry
+    from harness.models import ModelFetchError
+    import harness.models.loading as loading
+
+    model, tok = build_tiny_model("llama", {}, 3, torch.float32)
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    entry = ModelEntry(name="x", display_name="X", family="llama", sources={
+        "paper": HFSource(type="hf", repo_id=str(tmp_path / "m"), dtype="float32", n_layers=32, hidden_size=64)})
+    monkeypatch.setattr(loading, "model_entry", lambda name: entry)
+    with pytest.raises(ModelFetchError, match="x: the loaded model has 4 layers and hidden size 64, the catalog says 32 and 64"):
+        loading.load_model("x", "paper", cache_dir=tmp_path, device=CPU)

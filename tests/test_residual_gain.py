@@ -111,7 +111,7 @@ def test_a_crash_leaves_the_previous_result_untouched(tmp_path, monkeypatch):
 
     import harness.experiments.residual_gain as executor
 
-    def crash(spec, records):
+    def crash(*args):
         raise RuntimeError("simulated crash while analysing")
 
     monkeypatch.setattr(executor, "analyze", crash)

@@ -177,3 +177,10 @@ def test_cli_run_refuses_a_model_without_a_source_for_the_profile(tmp_path):
     assert result.stderr.strip() == ("error: specs/residual_gain_paper.yaml: model 'pythia_6_9b' has no source "
                                      "for profile 'local' (it has: paper, tiny)")
     assert not any(tmp_path.iterdir()), "nothing is written when a spec cannot run"
+
+
+def test_set_overrides_win_over_profile_overlays(write_spec):
+    path = write_spec(MINIMAL_RESIDUAL + "profiles:\n  local: {seed: 5}\n")
+    assert load_spec(path, "local").seed == 5
+    assert load_spec(path, "local", overrides=["seed=8"]).seed == 8
+    assert load_spec(path, "local", overrides=["profiles.local.seed=6"]).seed == 6

@@ -1,8 +1,11 @@
 """What an executor receives and returns. Each kind's module provides:
 
-    run(spec, ctx) -> RunOutput             the expensive part: models, data, records
-    analyze(spec, records) -> Analysis      metrics and tables, recomputable from records alone
-    figures(spec, records, out_dir) -> list of written figure paths
+    run(spec, ctx) -> RunOutput                       the expensive part: models, data, records
+    analyze(spec, records, curves) -> Analysis        metrics and tables, recomputable from the saved run
+    figures(spec, records, curves, out_dir) -> list of written figure paths
+    summary(entries) -> list[Table]                   optional: tables across all specs of the kind
+
+`curves` are the rows of curves.csv (training logs and other series), as dicts.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class RunContext:
     seed: int
     work_dir: Path  # the staging run directory; extra artifacts may go here
     state_dir: Path  # survives interrupted runs: checkpoints, content-addressed caches
+    cache_dir: Path | None = None  # shared, content-addressed caches (e.g. sender hidden states)
     data_mirror: Path | None = None
     show_progress: bool = True
 

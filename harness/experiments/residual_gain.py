@@ -125,7 +125,7 @@ PER_PROMPT = ("last_gain_pre_norm", "last_gain_post_norm", "cumulative_energy", 
               "largest_early_gain", "largest_early_gain_layer", "effective_amplification", "embedding_norm")
 
 
-def analyze(spec: ResidualGainSpec, records: list[dict]) -> Analysis:
+def analyze(spec: ResidualGainSpec, records: list[dict], curves: list[dict] | None = None) -> Analysis:
     out = Analysis()
     derived = {(r["model"], r["prompt_id"]): derive(r, spec.early_layers_fraction) for r in records}
     tokmean = {(r["model"], r["prompt_id"]): derive(r, spec.early_layers_fraction, "tokmean") for r in records}
@@ -248,7 +248,7 @@ def _pairs_table(spec, derived, by_model, out: Analysis) -> Table:
 
 
 # ----------------------------------------------------------------------------- figures
-def figures(spec: ResidualGainSpec, records: list[dict], out_dir: Path) -> list[Path]:
+def figures(spec: ResidualGainSpec, records: list[dict], curves: list[dict], out_dir: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")

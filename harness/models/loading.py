@@ -109,8 +109,13 @@ def load_model(name: str, profile: str, *, cache_dir: Path, device: torch.device
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     elapsed = time.perf_counter() - start
+    anatomy = find_anatomy(model)
+    loaded_dims = (anatomy.n_layers, model.config.hidden_size)
+    if loaded_dims != source.dims():
+        raise ModelFetchError(f"{name}: the loaded model has {loaded_dims[0]} layers and hidden size {loaded_dims[1]}, "
+                              f"the catalog says {source.dims()[0]} and {source.dims()[1]}")
     log.info("loaded %s (%s) in %.1fs", name, source.type, elapsed)
-    return LoadedModel(name, entry, source, model, tokenizer, find_anatomy(model), device, torch_dtype, elapsed, info)
+    return LoadedModel(name, entry, source, model, tokenizer, anatomy, device, torch_dtype, elapsed, info)
 
 
 class ModelProvider:

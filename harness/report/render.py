@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 
 from harness.experiments import executor_for
-from harness.fsutil import read_jsonl, replace_dir, staging_dir
+from harness.fsutil import read_csv_rows, read_jsonl, replace_dir, staging_dir
 from harness.report.tables import Analysis, Column, Table, format_cell
 from registry import load_spec
 from registry.errors import SpecError
@@ -103,7 +103,8 @@ def collect(spec_paths: list[Path], results_dir: Path) -> list[SpecReport]:
             if run_spec.model_dump(mode="json") != spec.model_dump(mode="json"):
                 report.notes.append("The spec file changed after this run; the tables describe the run as it was made.")
             records = read_jsonl(run_dir / "records.jsonl")
-            report.analysis = executor_for(spec.kind).analyze(run_spec, records)
+            curves = read_csv_rows(run_dir / "curves.csv") if (run_dir / "curves.csv").is_file() else []
+            report.analysis = executor_for(spec.kind).analyze(run_spec, records, curves)
             report.notes.extend(report.analysis.notes)
             report.figures = sorted(p.name for p in (run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
         report.expected_table = _expected_table(spec, report.analysis, run)

@@ -14,10 +14,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from registry.common import DType, Profile, StrictModel
 from registry.errors import SpecError, format_validation_error
+from registry.catalog.tiny_defaults import TINY_DEFAULTS
 from registry.loader import parse_yaml
 
 SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-TINY_ARCHITECTURES = ("llama", "mistral", "gemma", "gemma2", "gemma3_text", "gpt_neox", "mixtral", "apertus", "qwen2")
+TINY_ARCHITECTURES = tuple(TINY_DEFAULTS)
 
 
 class HFSource(StrictModel):
@@ -28,6 +29,11 @@ class HFSource(StrictModel):
     revision: str = "main"
     dtype: DType = "bfloat16"
     quantization: Literal["none", "nf4", "int8"] = Field("none", description="bitsandbytes quantization")
+    n_layers: int = Field(gt=0, description="Decoder layers (checked against the loaded model)")
+    hidden_size: int = Field(gt=0, description="Residual width (checked against the loaded model)")
+
+    def dims(self) -> tuple[int, int]:
+        return self.n_layers, self.hidden_size
 
 
 class WheelMember(StrictModel):
@@ -47,6 +53,11 @@ class GGUFWheelSource(StrictModel):
     file: str = Field(pattern=r"\.gguf$")
     sha256: SHA256 = Field(description="sha256 of the assembled GGUF file")
     dtype: DType = "float32"
+    n_layers: int = Field(gt=0, description="Decoder layers (checked against the loaded model)")
+    hidden_size: int = Field(gt=0, description="Residual width (checked against the loaded model)")
+
+    def dims(self) -> tuple[int, int]:
+        return self.n_layers, self.hidden_size
 
 
 class TinySource(StrictModel):
@@ -57,6 +68,10 @@ class TinySource(StrictModel):
     config: dict[str, Any] = Field(default_factory=dict, description="Overrides of the tiny default config")
     init_seed: int = 0
     dtype: DType = "float32"
+
+    def dims(self) -> tuple[int, int]:
+        config = {**TINY_DEFAULTS[self.architecture], **self.config}
+        return int(config["num_hidden_layers"]), int(config["hidden_size"])
 
 
 ModelSource = Annotated[Union[HFSource, GGUFWheelSource, TinySource], Field(discriminator="type")]

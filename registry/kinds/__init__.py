@@ -10,9 +10,10 @@ from typing import Annotated, Union
 
 from pydantic import Field, TypeAdapter
 
+from registry.kinds.bridge import BridgeSpec
 from registry.kinds.residual_gain import ResidualGainSpec
 
-SPEC_TYPES = (ResidualGainSpec,)
+SPEC_TYPES = (ResidualGainSpec, BridgeSpec)
 KINDS: tuple[str, ...] = tuple(t.model_fields["kind"].annotation.__args__[0] for t in SPEC_TYPES)
 
 AnySpec = Annotated[Union[SPEC_TYPES], Field(discriminator="kind")]  # type: ignore[valid-type]

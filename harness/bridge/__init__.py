@@ -1,0 +1,1 @@
+"""The latent bridge: modules, sender-state cache, receiver inputs, training, evaluation."""
