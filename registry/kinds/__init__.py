@@ -11,8 +11,9 @@ from typing import Annotated, Union
 from pydantic import Field, TypeAdapter
 
 from registry.kinds.residual_gain import ResidualGainSpec
+from registry.kinds.tre_sweep import TRESweepSpec
 
-SPEC_TYPES = (ResidualGainSpec,)
+SPEC_TYPES = (ResidualGainSpec, TRESweepSpec)
 KINDS: tuple[str, ...] = tuple(t.model_fields["kind"].annotation.__args__[0] for t in SPEC_TYPES)
 
 AnySpec = Annotated[Union[SPEC_TYPES], Field(discriminator="kind")]  # type: ignore[valid-type]
