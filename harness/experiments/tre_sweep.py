@@ -90,7 +90,7 @@ def run(spec: TRESweepSpec, ctx: RunContext) -> RunOutput:
         calibration = calibrate(lm, name, [fmt(t) for t in spec.calibration.texts] or texts,
                                 add_special_tokens=add_special, max_tokens=spec.calibration.max_tokens, layer=layer,
                                 point_kind=spec.point, top_k=spec.top_k_neurons, aggregate_how=spec.aggregate,
-                                batch_size=batch, check_finite=spec.nan_policy == "error")
+                                batch_size=batch, nan_policy=spec.nan_policy)
         records.append({**calibration.as_record(), "display_name": lm.entry.display_name, "prompt_format": used_format})
         for trial in range(spec.trials):
             seeds = [generation_seed(spec.seed, p.id, trial) for p in prompts]
@@ -396,7 +396,7 @@ def _format_variances(values) -> str:
 def _calibration_table(out, spec, models, names, calibrations) -> Table:
     table = Table("calibration", "Calibration of the neural signal", [
         Column("Model", align="l"), Column("Layer", align="l"), Column("Point", align="l"), Column("dtype", align="l"),
-        Column("Width", ",d"), Column("Units", "d"), Column("Tokens", ",d"), Column("Top-5 variance", align="l"),
+        Column("Width", ",d"), Column("Units", align="r"), Column("Tokens", ",d"), Column("Top-5 variance", align="l"),
         Column("Signal mean", ".3f"), Column("Signal SD", ".3f"), Column("Non-finite values", ",d")],
         caption=f"Units: the {spec.top_k_neurons} highest-variance units over the calibration tokens (padding and "
                 "special tokens excluded). Top-5 variance as a plain variance reports it (NaN propagates). The "
@@ -406,13 +406,16 @@ def _calibration_table(out, spec, models, names, calibrations) -> Table:
         if c is None:
             continue
         out.set(f"{m}.calibration.layer", c["layer"])
+        out.set(f"{m}.calibration.n_layers", c["n_layers"])
+        out.set(f"{m}.calibration.width", c["width"])
+        out.set(f"{m}.calibration.n_units", len(c["neurons"]))
         out.set(f"{m}.calibration.n_tokens", c["n_tokens"])
         out.set(f"{m}.calibration.nonfinite_values", c["nonfinite_values"])
         out.set(f"{m}.calibration.signal_std", c["signal_std"])
         out.facts[f"{m}.calibration.top5_variances"] = _format_variances(c["top5_variance_raw"])
         out.facts[f"{m}.calibration.dtype"] = c["dtype"]
         table.add(names[m], f"{c['layer']} of {c['n_layers']}", c["point_kind"].replace("_", " "), c["dtype"],
-                  c["width"], len(c["neurons"]), c["n_tokens"], _format_variances(c["top5_variance_raw"]),
+                  c["width"], f"{len(c['neurons'])} of {spec.top_k_neurons}", c["n_tokens"], _format_variances(c["top5_variance_raw"]),
                   c["signal_mean"], c["signal_std"], c["nonfinite_values"])
     return table
 

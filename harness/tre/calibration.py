@@ -93,11 +93,13 @@ def _masked_moments(acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def calibrate(lm, model_name: str, texts: list[str], *, add_special_tokens: bool, max_tokens: int, layer: int,
-              point_kind: str, top_k: int, aggregate_how: str, batch_size: int, check_finite: bool) -> NeuronCalibration:
+              point_kind: str, top_k: int, aggregate_how: str, batch_size: int, nan_policy: str) -> NeuronCalibration:
+    """Under the mask policy, units without a finite variance are skipped; if fewer than `top_k` remain,
+    the controller runs on those (possibly none: its signal then stays at 0, 'typical')."""
     dtype = str(lm.dtype).replace("torch.", "")
     try:
         acts = _collect(lm, model_name, texts, add_special_tokens=add_special_tokens, max_tokens=max_tokens,
-                        layer=layer, point_kind=point_kind, batch_size=batch_size, check_finite=check_finite)
+                        layer=layer, point_kind=point_kind, batch_size=batch_size, check_finite=nan_policy == "error")
     except NonFiniteActivationError as exc:
         raise NonFiniteActivationError(f"{exc}, during calibration") from None
     n_tokens, width = acts.shape
@@ -109,12 +111,13 @@ def calibrate(lm, model_name: str, texts: list[str], *, add_special_tokens: bool
                         field="top_k_neurons")
     raw_top5 = acts.var(dim=0).topk(min(5, width)).values
     mean, var = _masked_moments(acts)
-    finite_var = torch.isfinite(var)
-    if int(finite_var.sum()) < top_k:
+    n_finite = int(torch.isfinite(var).sum())
+    if n_finite < top_k and nan_policy == "error":
         raise NonFiniteActivationError(
-            f"{model_name}: only {int(finite_var.sum())} of {width} units of the {point_kind.replace('_', ' ')} of "
+            f"{model_name}: only {n_finite} of {width} units of the {point_kind.replace('_', ' ')} of "
             f"layer {layer} have a finite calibration variance (dtype {dtype}); {top_k} are needed")
-    neurons = torch.where(finite_var, var, torch.full_like(var, float("-inf"))).topk(top_k).indices
+    ranked = torch.where(torch.isfinite(var), var, torch.full_like(var, float("-inf")))
+    neurons = ranked.topk(min(top_k, n_finite)).indices
     std = var[neurons].sqrt()
     std = torch.where(std > 0, std, torch.ones_like(std))
     signal = aggregate(standardise(acts[:, neurons], mean[neurons], std), aggregate_how)

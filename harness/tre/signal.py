@@ -18,7 +18,8 @@ def aggregate(z: torch.Tensor, how: str) -> torch.Tensor:
     finite = torch.isfinite(z)
     values = torch.where(finite, z.abs() if how == "mean_abs_z" else z, torch.zeros_like(z))
     count = finite.sum(dim=-1)
-    return torch.where(count > 0, values.sum(dim=-1) / count.clamp_min(1), torch.full_like(values[:, 0], float("nan")))
+    nan = torch.full(z.shape[:-1], float("nan"), dtype=values.dtype, device=z.device)
+    return torch.where(count > 0, values.sum(dim=-1) / count.clamp_min(1), nan)
 
 
 class EMA:

@@ -112,13 +112,17 @@ class IntRange(StrictModel):
 
 
 class Ranges(StrictModel):
-    """Where the neural mapping and the random condition may put each parameter (inclusive)."""
+    """Where the neural mapping and the random condition may put each parameter (inclusive).
+
+    The defaults are the narrowest round ranges that hold every value the report saw TRE choose
+    (temperature 0.601-0.791, top_p 0.896-1.000, top_k 10-55); the report does not state its ranges.
+    """
 
     temperature: FloatRange = Field(default_factory=lambda: FloatRange(lo=0.6, hi=0.8),
                                     description="Temperature range; lo > 0")
-    top_p: FloatRange = Field(default_factory=lambda: FloatRange(lo=0.9, hi=1.0),
+    top_p: FloatRange = Field(default_factory=lambda: FloatRange(lo=0.85, hi=1.0),
                               description="Nucleus mass range, within (0, 1]")
-    top_k: IntRange = Field(default_factory=lambda: IntRange(lo=10, hi=50),
+    top_k: IntRange = Field(default_factory=lambda: IntRange(lo=10, hi=60),
                             description="Top-k range (integers >= 1)")
 
     @field_validator("temperature")
