@@ -16,7 +16,6 @@ import torch
 
 from harness.models import NonFiniteActivationError, check_finite
 from harness.sampling import draw, filter_logits, invalid_prob_rows, mask_nonfinite
-from harness.tre.calibration import tokenize_left_padded
 
 
 @dataclass
@@ -30,6 +29,17 @@ class GeneratedRow:
     nonfinite_logit_tokens: int = 0  # steps whose logits had NaN/Inf (masked)
     nonfinite_signal_tokens: int = 0  # steps whose signal had no finite unit (held)
     stop_reason: str = "length"  # "eos", "length" or "nonfinite"
+
+
+def tokenize_left_padded(tokenizer, texts: list[str], *, add_special_tokens: bool, max_length: int | None = None):
+    """A padded batch with the padding on the left, so every row's last position is a real token."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens,
+                         truncation=max_length is not None, max_length=max_length)
+    finally:
+        tokenizer.padding_side = side
 
 
 def end_of_sequence_ids(lm) -> set[int]:
@@ -74,8 +84,8 @@ def generate_rows(lm, model_name: str, texts: list[str], controller, uniforms: t
                     dead = dead.cpu()
                     if params.signal_raw is not None:
                         _count(results, active & torch.isnan(params.signal_raw), "nonfinite_signal_tokens")
-                dev = lambda x: x.to(lm.device)  # noqa: E731
-                candidates = filter_logits(logits, dev(params.temperature), dev(params.top_k), dev(params.top_p))
+                candidates = filter_logits(logits, params.temperature.to(lm.device), params.top_k.to(lm.device),
+                                           params.top_p.to(lm.device))
                 if nan_policy == "error":
                     check_finite(candidates.probs, model_name, "probs")
                 else:

@@ -203,7 +203,10 @@ def analyze(spec: TRESweepSpec, records: list[dict]) -> Analysis:
         _calibration_table(out, spec, models, names, calibrations),
         _nonfinite_table(out, models, names, by, conditions),
     ]
-    out.tables += [t for t in tables if t is not None and t.rows]
+    tables = [t for t in tables if t is not None and t.rows]
+    if any(t.key == "nonfinite" for t in tables):  # a run that met NaN/Inf leads with what went wrong
+        tables.sort(key=lambda t: t.key not in ("nonfinite", "calibration"))
+    out.tables += tables
     if any(g["word_count"] == 0 for g in gens):
         out.notes.append(f"{sum(g['word_count'] == 0 for g in gens)} generation(s) have no words; they count in "
                          "word means but have no diversity values.")
@@ -422,9 +425,11 @@ def _calibration_table(out, spec, models, names, calibrations) -> Table:
 
 def _nonfinite_table(out, models, names, by, conditions) -> Table | None:
     table = Table("nonfinite", "Non-finite values met while sampling (mask policy)", [
-        Column("Model", align="l"), Column("Condition", align="l"), Column("Tokens", ",d"),
-        Column("with NaN/Inf logits", ",d"), Column("with no finite signal unit", ",d"),
-        Column("Generations ended early", ",d")])
+        Column("Model", align="l"), Column("Condition", align="l"), Column("Tokens sampled", ",d"),
+        Column("Steps with NaN/Inf logits", ",d"), Column("Steps with no finite signal unit", ",d"),
+        Column("Generations ended by NaN", ",d")],
+        caption="A step's non-finite logits are dropped (-inf); a row left with no finite logit ends there. "
+                "A signal without any finite unit keeps its previous value (0, typical, before any).")
     any_bad = False
     for m in models:
         for c in conditions:
@@ -456,7 +461,8 @@ def figures(spec: TRESweepSpec, records: list[dict], out_dir: Path) -> list[Path
     names = {g["model"]: g["display_name"] for g in gens}
     paths = []
 
-    traces = [next((g for g in gens if g["model"] == m and g["condition"] == "neural"), None) for m in models]
+    traces = [next((g for g in gens if g["model"] == m and g["condition"] == "neural" and len(g["temperature"]) > 1),
+                   None) for m in models]
     traces = [g for g in traces if g is not None]
     if traces:
         fig, axes = plt.subplots(4, len(traces), figsize=(4.6 * len(traces) + 1.5, 8), sharex="col", squeeze=False)
@@ -489,10 +495,10 @@ def figures(spec: TRESweepSpec, records: list[dict], out_dir: Path) -> list[Path
         plt.close(fig)
 
     conditions = [c for c in spec.conditions if any(g["condition"] == c for g in gens)]
-    if gens:
+    if any(g["vocab_diversity"] is not None for g in gens):
         fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models) + 1.5, 4), squeeze=False)
         for col, m in enumerate(models):
-            data = [_values([g for g in gens if g["model"] == m and g["condition"] == c], "vocab_diversity")
+            data = [_values([g for g in gens if g["model"] == m and g["condition"] == c], "vocab_diversity") or [np.nan]
                     for c in conditions]
             ax = axes[0, col]
             ax.boxplot(data, showmeans=True)
@@ -506,7 +512,7 @@ def figures(spec: TRESweepSpec, records: list[dict], out_dir: Path) -> list[Path
         fig.savefig(paths[-1], dpi=130)
         plt.close(fig)
 
-    if {"neural", "baseline"} <= set(conditions):
+    if {"neural", "baseline"} <= set(conditions) and any(g["vocab_diversity"] is not None for g in gens):
         fig, ax = plt.subplots(figsize=(7.5, 4))
         width = 0.8 / max(1, len(models))
         for i, m in enumerate(models):

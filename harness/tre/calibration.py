@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from harness.generation import tokenize_left_padded
 from harness.models import ActivationCapture, NonFiniteActivationError
 from harness.tre.signal import aggregate, standardise
 from registry.errors import SpecError
@@ -47,16 +48,6 @@ def capture_kwargs(point_kind: str, layer: int) -> dict:
 
 def point_name(point_kind: str, layer: int) -> str:
     return f"mlp.{layer}" if point_kind == "mlp_output" else f"mlp_inner.{layer}"
-
-
-def tokenize_left_padded(tokenizer, texts: list[str], *, add_special_tokens: bool, max_length: int | None = None):
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens,
-                         truncation=max_length is not None, max_length=max_length)
-    finally:
-        tokenizer.padding_side = side
 
 
 def _collect(lm, model_name: str, texts: list[str], *, add_special_tokens: bool, max_tokens: int, layer: int,

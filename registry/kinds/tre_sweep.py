@@ -1,23 +1,6 @@
 """TRE sweep (seed 000): per-token temperature, top-p and top-k driven by a middle layer's activations.
 
-Three conditions share prompts and seeds: `neural` (the controller below), `random` (parameters
-drawn uniformly from the same ranges at every token) and `baseline` (fixed parameters). The
-controller, in the order it runs:
-
-1. Calibration: the calibration texts go through the model once; at the chosen layer and point,
-   the variance of every unit is taken over all non-special, non-padding token positions; the
-   `top_k_neurons` units with the highest variance are kept with their mean and std.
-2. At every generated token, those units are read at the last position of each row and
-   standardised, z = (a - mean) / std, and aggregated into one number per row (`aggregate`).
-   That number is standardised again against its own distribution over the calibration tokens,
-   so 0 means "as typical as the calibration text" and 1 is one calibration std above it.
-3. An exponential moving average smooths it: s_0 = x_0, s_t = alpha * x_t + (1 - alpha) * s_{t-1}.
-4. `mapping` turns s_t into u in [0, 1], and each parameter is placed in its range:
-   lo + u * (hi - lo) for direction `up`, hi - u * (hi - lo) for `down` (top_k rounded to an integer).
-
-Sampling applies temperature, then top-k, then top-p (nucleus over the top-k tokens, renormalised),
-as transformers' warpers do, and draws the token by inverse CDF from a uniform number that depends
-only on (seed, prompt, trial, token position), so the three conditions are paired.
+The controller and the metrics are defined in TRESweepSpec's docstring, which `harness schema` shows.
 """
 
 from __future__ import annotations
@@ -186,6 +169,26 @@ class Calibration(StrictModel):
 class TRESweepSpec(SpecBase):
     """Activation-driven sampling (neural) vs random and fixed parameters; text-diversity metrics.
 
+    Three conditions share prompts and random streams: `neural` (the controller), `random`
+    (temperature and top_p uniform in their ranges, top_k uniform on its integers, drawn afresh at
+    every token) and `baseline` (fixed parameters). The neural controller, in order:
+    1. Calibration: the calibration texts go through the model once; at `layer` and `point`, each
+       unit's variance is taken over all token positions that are neither padding nor special
+       tokens; the `top_k_neurons` units with the highest variance are kept with their mean and std.
+    2. At every generated token, those units are read at the last position of each row and
+       standardised, z = (a - mean) / std, then aggregated into one number per row (`aggregate`),
+       which is standardised again against its own mean and std over the calibration tokens:
+       x_t = 0 is "as typical as the calibration text", 1 is one calibration std above it.
+    3. EMA: s_0 = x_0, s_t = ema_alpha * x_t + (1 - ema_alpha) * s_{t-1}.
+    4. `mapping` turns s_t into u in [0, 1] (sigmoid: u = 1 / (1 + exp(-gain * s_t))), and each
+       parameter is placed in its range: lo + u * (hi - lo) for direction `up`, hi - u * (hi - lo)
+       for `down`; top_k is rounded to the nearest integer. With the defaults (gain 1; temperature
+       and top_p up, top_k down) a typical token gets temperature 0.70, top_p 0.925, top_k 35, and a
+       more atypical one more temperature and nucleus mass over fewer candidates.
+    Sampling applies temperature, then top-k, then top-p over the renormalised top-k distribution
+    (as transformers' warpers), and draws by inverse CDF from a uniform number that depends only on
+    (seed, prompt id, trial, token position), so the three conditions are paired.
+
     Metrics per generation ("words" = maximal runs of Unicode letters or digits, lowercased,
     with inner apostrophes kept, so "It's" is the one word "it's"; underscores and punctuation split
     words): vocabulary diversity = distinct words / words; bigram diversity = distinct adjacent-word
@@ -210,10 +213,15 @@ class TRESweepSpec(SpecBase):
                                   "(how far from typical) or the mean of z (signed)")
     ema_alpha: float = Field(0.3, gt=0, le=1, description="EMA weight of the newest token (1 = no smoothing)")
     calibration: Calibration = Field(default_factory=Calibration)
-    ranges: Ranges = Field(default_factory=Ranges)
-    mapping: SignalMapping = Field(default_factory=lambda: SigmoidMapping(name="sigmoid"),
-                                   description="Smoothed signal -> u in [0, 1] -> parameters within `ranges`")
-    baseline: FixedParams = Field(default_factory=FixedParams)
+    ranges: Ranges = Field(default_factory=Ranges, description="Inclusive ranges of the neural and random "
+                                                                "conditions' parameters")
+    mapping: SignalMapping = Field(
+        default_factory=lambda: SigmoidMapping(name="sigmoid"),
+        description="Smoothed signal s -> u in [0, 1], chosen by `name` (sigmoid: 1 / (1 + exp(-gain * s)); "
+                    "linear_clip: clip(0.5 + gain * s / 4, 0, 1)); each parameter is then lo + u * (hi - lo) "
+                    "(direction up) or hi - u * (hi - lo) (down) within `ranges`, top_k rounded")
+    baseline: FixedParams = Field(default_factory=FixedParams, description="The baseline condition's fixed "
+                                                                       "temperature, top_p and top_k")
     conditions: list[Condition] = Field(default_factory=lambda: list(CONDITIONS), min_length=1)
     trials: int = Field(5, ge=1, description="Generations per prompt and condition, each with its own seed")
     max_new_tokens: int = Field(128, ge=1)
