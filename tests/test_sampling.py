@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 
 from harness.sampling import draw, filter_logits, invalid_prob_rows, mask_nonfinite, stream_seed, uniform_stream

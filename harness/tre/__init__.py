@@ -1,1 +1,1 @@
-"""The TRE controller: calibration, the neural signal and its mapping, per-token parameters per condition."""
+"""The TRE sweep's parts: calibration, the signal and its mapping, per-condition controllers, analysis, figures."""
