@@ -158,7 +158,10 @@ def run_spec(spec_path: Path, settings: RunSettings) -> RunSummary:
                          show_progress=settings.show_progress)
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
-        output = executor.run(spec, ctx)
+        try:
+            output = executor.run(spec, ctx)
+        except SpecError as exc:  # a spec choice the loaded model cannot honour (a layer point, a template)
+            raise exc.located(str(spec_path)) from None
         wall = time.perf_counter() - t0
         analysis = executor.analyze(spec, output.records, output.curves)
         write_jsonl(stage / "records.jsonl", output.records)

@@ -39,7 +39,9 @@ def format_validation_error(exc, where: str | None = None, tag: str | None = Non
             parts = parts[1:]
         loc = ".".join(str(p) for p in parts if not _is_union_tag(p))
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            loc = "kind"
+            # the discriminator field: `kind` for the spec itself, e.g. `mapping.name` inside it
+            key = str(err.get("ctx", {}).get("discriminator", "'kind'")).strip("'")
+            loc = f"{loc}.{key}" if loc else key
         msg = _describe(err)
         if first_field is None:
             first_field = loc or None
@@ -62,9 +64,11 @@ def _describe(err: dict) -> str:
         return "required field is missing"
     if kind == "union_tag_invalid":
         ctx = err.get("ctx", {})
-        return f"unknown kind {ctx.get('tag')!r} (expected one of: {ctx.get('expected_tags')})"
+        key = str(ctx.get("discriminator", "'kind'")).strip("'")
+        return f"unknown {key} {ctx.get('tag')!r} (expected one of: {ctx.get('expected_tags')})"
     if kind == "union_tag_not_found":
-        return "the spec has no `kind` field"
+        key = str(err.get("ctx", {}).get("discriminator", "'kind'")).strip("'")
+        return "the spec has no `kind` field" if key == "kind" else f"`{key}` is missing"
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]

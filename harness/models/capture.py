@@ -44,6 +44,7 @@ def describe_point(point: str) -> str:
         "mlp_inner": f"the MLP neurons of layer {index}",
         "router": f"the router logits of layer {index}",
         "logits": "the output logits",
+        "probs": "the sampling probabilities",
     }.get(kind, point)
 
 

@@ -12,8 +12,9 @@ from pydantic import Field, TypeAdapter
 
 from registry.kinds.bridge import BridgeSpec
 from registry.kinds.residual_gain import ResidualGainSpec
+from registry.kinds.tre_sweep import TRESweepSpec
 
-SPEC_TYPES = (ResidualGainSpec, BridgeSpec)
+SPEC_TYPES = (ResidualGainSpec, TRESweepSpec, BridgeSpec)
 KINDS: tuple[str, ...] = tuple(t.model_fields["kind"].annotation.__args__[0] for t in SPEC_TYPES)
 
 AnySpec = Annotated[Union[SPEC_TYPES], Field(discriminator="kind")]  # type: ignore[valid-type]
