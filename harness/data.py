@@ -140,11 +140,10 @@ def synthetic_items(entry: DatasetEntry, split: str, n: int, seed: int) -> list[
             name = entry.label_names[label]
             items.append({"id": item_id, "text": f"{filler(3)} {name} {filler(3)}", "label": label, "label_name": name})
         elif entry.task == "multiple_choice":
-            label = rng.randrange(2)
-            target = rng.choice(SYNTHETIC_WORDS)
-            other = rng.choice([w for w in SYNTHETIC_WORDS if w != target])
-            choices = [target, other] if label == 0 else [other, target]
-            items.append({"id": item_id, "question": f"{filler(2)} pick {target}", "choices": choices, "label": label})
+            choices = rng.sample(SYNTHETIC_WORDS, entry.n_choices)
+            label = rng.randrange(entry.n_choices)
+            items.append({"id": item_id, "question": f"{filler(2)} pick {choices[label]}", "choices": choices,
+                          "label": label})
         else:
             a, b = rng.randrange(10), rng.randrange(10)
             items.append({"id": item_id, "question": f"What is {a} plus {b}?", "answer": str(a + b),

@@ -60,17 +60,21 @@ class RunSummary:
 
 
 def check_runnable(spec, profile: str, data_mirror: Path | None) -> None:
-    """Fail before any model loads if a model or dataset has no source for the profile."""
+    """Fail before any model loads if a model or dataset has no source for the profile.
+
+    The local profile reads datasets from the offline mirror only (the splits the catalog lists
+    for it); the paper profile uses the mirror where it has the split and the hub otherwise.
+    """
     for name in spec.model_names():
         model_entry(name).source(profile)
-    if profile == "tiny":
+    if profile != "local":
         return
     for name, split in spec.data_needs():
         entry = dataset_entry(name)
-        if data_mirror is not None and split not in entry.mirror_splits:
+        if split not in entry.mirror_splits:
             have = ", ".join(entry.mirror_splits) or "none"
-            raise SpecError(f"dataset {name!r} split {split!r} is not in the offline mirror (it has: {have}); "
-                            f"run without a mirror to use the hub, or choose another split")
+            raise SpecError(f"dataset {name!r} split {split!r} is not in the offline mirror (it has: {have}), "
+                            f"so this spec cannot run in the local profile; use --profile paper (hub) or another split")
 
 
 def runnable_profiles(spec_by_profile: dict, data_mirror: Path | None = None) -> list[str]:

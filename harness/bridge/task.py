@@ -101,7 +101,7 @@ def match_label(text: str, verbalizers: list[str]) -> int | None:
     """The label a free-form answer names: the longest verbalizer it starts with, else the only one it contains."""
     said = _normalise(text)
     names = [_normalise(v) for v in verbalizers]
-    starts = [i for i, n in enumerate(names) if said == n or said.startswith(n + " ")]
+    starts = [i for i, n in enumerate(names) if re.match(rf"{re.escape(n)}(\W|$)", said)]
     if starts:
         return max(starts, key=lambda i: len(names[i]))
     inside = [i for i, n in enumerate(names) if re.search(rf"(^|\W){re.escape(n)}($|\W)", said)]

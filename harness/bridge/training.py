@@ -90,7 +90,7 @@ def train(module: nn.Module, loss_fn: Callable[[list[int]], dict], *, n_items: i
                                "scheduler": scheduler.state_dict(), "step": step + 1, "log": log})
         if progress is not None:
             progress.update(1)
-            progress.set_postfix_str(f"{label} loss {float(total):.3f}")
+            progress.set_postfix_str(f"{label} loss {float(total.detach()):.3f}")
     module.eval()
     return TrainResult(log, resumed_from, time.perf_counter() - began)
 

@@ -42,5 +42,9 @@ class RunContext:
         return tqdm(iterable, disable=not self.show_progress, dynamic_ncols=True, **kwargs)
 
     def items(self, dataset: str, split: str, limit: int | None = None, seed: int | None = None) -> list[dict]:
-        return load_items(dataset, split, profile=self.profile, mirror=self.data_mirror, limit=limit,
+        """A dataset split: synthetic (tiny), the mirror where it has the split, else the hub."""
+        from registry.catalog import dataset_entry
+
+        mirror = self.data_mirror if split in dataset_entry(dataset).mirror_splits else None
+        return load_items(dataset, split, profile=self.profile, mirror=mirror, limit=limit,
                           seed=self.seed if seed is None else seed)

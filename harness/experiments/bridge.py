@@ -219,6 +219,14 @@ def _mean_pairwise_cosine(soft: torch.Tensor) -> float:
 
 
 # ================================================================== analysis
+def first_expected(spec) -> dict:
+    """metric -> the first reported value listed for it (later entries are alternatives the report also gave)."""
+    found: dict = {}
+    for exp in spec.expected:
+        found.setdefault(exp.metric, exp.value)
+    return found
+
+
 def _correct(spec: BridgeSpec, records: list[dict], method: str, scoring: str) -> list[bool] | None:
     if any(scoring not in r[method] for r in records):
         return None
@@ -238,7 +246,7 @@ def analyze(spec: BridgeSpec, records: list[dict], curves: list[dict] | None = N
     out = Analysis()
     methods = [m for m in spec.evaluation.methods if records and m in records[0]]
     n = len(records)
-    expected = {e.metric: e.value for e in spec.expected}
+    expected = first_expected(spec)
     passkey = spec.task.task_type == PASSKEY
     correct: dict[tuple[str, str], list[bool]] = {}
 
@@ -280,7 +288,7 @@ def analyze(spec: BridgeSpec, records: list[dict], curves: list[dict] | None = N
     out.tables.append(accuracy)
     out.tables.append(_mcnemar_table(correct, methods, out))
     if spec.task.task_type in ("classification", "multiple_choice") and len(spec.task.label_names()) <= 12:
-        out.tables.append(_per_class_table(spec, records, methods))
+        out.tables.append(_per_class_table(spec, records, methods, out))
     out.tables.append(_soft_token_table(records, out, expected))
     if curves:
         out.tables.append(_training_table(curves, out))
@@ -321,7 +329,7 @@ def _mcnemar_table(correct: dict, methods: list[str], out: Analysis) -> Table:
     return table
 
 
-def _per_class_table(spec: BridgeSpec, records: list[dict], methods: list[str]) -> Table:
+def _per_class_table(spec: BridgeSpec, records: list[dict], methods: list[str], out: Analysis) -> Table:
     labels = spec.task.label_names()
     shown = [m for m in ("bridge", "receiver_text", "sender_text", "text_relay") if m in methods]
     table = Table("per_class", "Per-class accuracy (generation)", [
@@ -329,8 +337,10 @@ def _per_class_table(spec: BridgeSpec, records: list[dict], methods: list[str]) 
     for index, name in enumerate(labels):
         rows = [r for r in records if r["label"] == index]
         if rows:
-            table.add(spec.task.verbalizer(name), len(rows),
-                      *[float(np.mean([r[m]["generation"] == index for r in rows])) for m in shown])
+            values = [float(np.mean([r[m]["generation"] == index for r in rows])) for m in shown]
+            for method, value in zip(shown, values):
+                out.set(f"{method}.class.{spec.task.verbalizer(name).replace(' ', '_')}.accuracy", value)
+            table.add(spec.task.verbalizer(name), len(rows), *values)
     return table
 
 
@@ -431,3 +441,98 @@ def figures(spec: BridgeSpec, records: list[dict], curves: list[dict], out_dir: 
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
     return paths
+
+
+# ================================================================== across specs
+def _cell(metrics: dict, expected: dict, key: str) -> str:
+    got, reported = metrics.get(key), expected.get(key)
+    text = _pct(got) if got is not None else "—"
+    return f"{text} ({_pct(reported)})" if isinstance(reported, float) else text
+
+
+def summary(entries) -> tuple[list[Table], list[str]]:
+    """Tables across every bridge spec: master, token ablation, reasoning, McNemar, latency.
+
+    `entries` are report entries with .spec, .analysis (None if not run) and .run. Cells read
+    "reproduced (reported)"; the reported value is the spec's first `expected` for that metric.
+    """
+    notes = ["Cells read 'reproduced (reported)'. Reproduced values come from each spec's latest run under the "
+             "profile named in its page; reported values from the seed report (paper profile: Llama-3.1-8B -> "
+             "Mistral-7B). Generation accuracy is the report's protocol; scored accuracy is shown beside it."]
+    tables = []
+    master = Table("master", "Master table (seed 002, section 85): bridge vs text, same items", [
+        Column("Task", align="l"), Column("Classes", "d"), Column("Profile", align="l"), Column("N", "d"),
+        Column("Bridge", align="l"), Column("Bridge (scored)", align="l"), Column("Text relay", align="l"),
+        Column("Δ bridge − relay (pp)", "+.1f"), Column("Sender text", align="l"), Column("Receiver text", align="l")])
+    for e in entries:
+        if "master" not in e.spec.tags:
+            continue
+        m = e.analysis.metrics if e.analysis else {}
+        x = first_expected(e.spec)
+        delta = (100 * (m["bridge.generation.accuracy"] - m["text_relay.generation.accuracy"])
+                 if "text_relay.generation.accuracy" in m and "bridge.generation.accuracy" in m else None)
+        master.add(e.spec.task.dataset, len(e.spec.task.label_names()), e.run["profile"] if e.run else "not run",
+                   e.run["n_records"] if e.run else None, _cell(m, x, "bridge.generation.accuracy"),
+                   _cell(m, x, "bridge.scored.accuracy"), _cell(m, x, "text_relay.generation.accuracy"), delta,
+                   _cell(m, x, "sender_text.generation.accuracy"), _cell(m, x, "receiver_text.generation.accuracy"))
+    tables.append(master)
+
+    ablation = Table("token_ablation", "Token ablation (seed 002, section 64)", [
+        Column("Task", align="l"), Column("Soft tokens", "d"), Column("Profile", align="l"),
+        Column("Bridge", align="l"), Column("Bridge (scored)", align="l"), Column("Digit accuracy", align="l")],
+        caption="Passkey rows give exact-match accuracy under Bridge and per-digit accuracy beside it.")
+    rows = [e for e in entries if "token_ablation" in e.spec.tags]
+    for e in sorted(rows, key=lambda e: (e.spec.task.dataset, e.spec.bridge.soft_tokens)):
+        m = e.analysis.metrics if e.analysis else {}
+        x = first_expected(e.spec)
+        ablation.add(e.spec.task.dataset, e.spec.bridge.soft_tokens, e.run["profile"] if e.run else "not run",
+                     _cell(m, x, "bridge.generation.accuracy"), _cell(m, x, "bridge.scored.accuracy"),
+                     _cell(m, x, "bridge.generation.digit_accuracy") if e.spec.task.dataset == PASSKEY else None)
+    tables.append(ablation)
+
+    reasoning = [e for e in entries if "reasoning" in e.spec.tags]
+    if reasoning:
+        methods = ["random", "sender_text", "receiver_text", "text_relay", "bridge"]
+        table = Table("reasoning", "Reasoning tasks (seed 002, section 94, 'Table 9')", [
+            Column("Method", align="l"), *[Column(e.spec.task.dataset, align="l") for e in reasoning]],
+            caption="BoolQ and CommonsenseQA are not in the offline mirror: their specs run in the paper profile only.")
+        for method in methods:
+            table.add(METHOD_NAMES[method], *[_cell(e.analysis.metrics if e.analysis else {}, first_expected(e.spec),
+                                                    f"{method}.generation.accuracy") for e in reasoning])
+        tables.append(table)
+
+    tests = Table("mcnemar_all", "McNemar: bridge vs each text baseline, every spec", [
+        Column("Spec", align="l"), Column("Baseline", align="l"), Column("Scoring", align="l"),
+        Column("b", "d"), Column("c", "d"), Column("p", ".3g"), Column("p (Holm, within spec)", ".3g")],
+        caption="b: items only the bridge got right; c: items only the baseline got right. The report ran no paired test.")
+    for e in entries:
+        if not e.analysis:
+            continue
+        for method in ("text_relay", "sender_text", "receiver_text"):
+            for scoring in SCORINGS:
+                key = f"mcnemar.{method}.{scoring}"
+                if f"{key}.pvalue" in e.analysis.metrics:
+                    m = e.analysis.metrics
+                    tests.add(e.spec.name, METHOD_NAMES[method], scoring, int(m[f"{key}.b"]), int(m[f"{key}.c"]),
+                              m[f"{key}.pvalue"], m[f"{key}.pvalue_holm"])
+    tables.append(tests)
+    latency = latency_table()
+    if latency is not None:
+        tables.append(latency)
+    else:
+        notes.append(f"No latency measurement yet: run `python benchmarks/latency.py` (writes {LATENCY_FILE}).")
+    return tables, notes
+
+
+def latency_table() -> Table | None:
+    """The latency benchmark's latest result beside the report's section 90 numbers."""
+    if not LATENCY_FILE.is_file():
+        return None
+    data = json.loads(LATENCY_FILE.read_text())
+    table = Table("latency", f"Latency per item (seed 002, section 90), {data['device']}, {data['profile']} profile", [
+        Column("Method", align="l"), Column("Component", align="l"), Column("Median ms", ".1f"), Column("p90 ms", ".1f"),
+        Column("Reported ms", ".1f")],
+        caption=f"{data['trials']} timed trials after {data['warmup']} warm-up, batch 1, {data['notes']}")
+    for row in data["rows"]:
+        table.add(row["method"], row["component"], row["median_ms"], row["p90_ms"], row.get("reported_ms"))
+    return table

@@ -173,8 +173,8 @@ def greedy_generate(lm: LoadedModel, enc: Encoded, max_new_tokens: int, stop_ids
     logits = enc.last_logits
     outputs: list[list[int]] = [[] for _ in range(batch)]
     done = torch.zeros(batch, dtype=torch.bool)
+    nxt = logits.argmax(-1).cpu()
     for step in range(max_new_tokens):
-        nxt = logits.argmax(-1)
         for i in range(batch):
             if not done[i]:
                 if int(nxt[i]) in stop_ids:
@@ -187,7 +187,8 @@ def greedy_generate(lm: LoadedModel, enc: Encoded, max_new_tokens: int, stop_ids
         key_pos = torch.cat([key_pos, pos[:, None]], dim=1)
         hidden = _step(lm, cache, causal_masks(lm, mask, key_pos, pos[:, None]), pos[:, None], nxt[:, None].to(lm.device))
         pos = pos + 1
-        logits = lm_logits(lm, hidden[:, -1])
+        active = (~done).nonzero().flatten()  # the LM head only for rows still writing
+        nxt[active] = lm_logits(lm, hidden[active.to(hidden.device), -1]).argmax(-1).cpu()
     return outputs
 
 
@@ -269,9 +270,11 @@ def best_candidates(lm: LoadedModel, enc: Encoded, trie: CandidateTrie, expand_p
         key_pos = torch.cat([key_pos, positions], dim=1)
         masks = attention_masks(lm, allowed, positions, key_pos)
         hidden = _step(lm, cache, masks, positions.to(lm.device), ids.to(lm.device))
-        logp = torch.log_softmax(lm_logits(lm, hidden), -1)
+        real = [(r, j) for r, chosen in enumerate(picks) for j in range(len(chosen))]
+        rows_, cols_ = torch.tensor([r for r, _ in real]), torch.tensor([j for _, j in real])
+        logp = torch.log_softmax(lm_logits(lm, hidden[rows_, cols_]), -1)  # real expansions only, not padding
         length += width
-        for r, chosen in enumerate(picks):
-            for j, (neg, node) in enumerate(chosen):
-                for tok in trie.children[node]:
-                    heapq.heappush(heaps[r], (neg - float(logp[r, j, tok]), node + (tok,)))
+        for k, (r, j) in enumerate(real):
+            neg, node = picks[r][j]
+            for tok in trie.children[node]:
+                heapq.heappush(heaps[r], (neg - float(logp[k, tok]), node + (tok,)))

@@ -130,7 +130,20 @@ def build_reports(spec_paths: list[Path], results_dir: Path, out_dir: Path) -> l
                 text = env.get_template(f"spec.{ext}.j2").render(r=report, isnan=math.isnan)
                 (stage / f"{report.name}.{ext}").write_text(text, encoding="utf-8")
                 written.append(out_dir / f"{report.name}.{ext}")
-        (stage / "README.md").write_text(env.get_template("index.md.j2").render(reports=reports), encoding="utf-8")
+        summaries = []
+        for kind in sorted({r.spec.kind for r in reports}):
+            executor = executor_for(kind)
+            if not hasattr(executor, "summary"):
+                continue
+            tables, notes = executor.summary([r for r in reports if r.spec.kind == kind])
+            name = f"{kind}_summary"
+            summaries.append(name)
+            for ext in ("md", "tex"):
+                text = env.get_template(f"summary.{ext}.j2").render(kind=kind, name=name, tables=tables, notes=notes)
+                (stage / f"{name}.{ext}").write_text(text, encoding="utf-8")
+                written.append(out_dir / f"{name}.{ext}")
+        (stage / "README.md").write_text(env.get_template("index.md.j2").render(reports=reports, summaries=summaries),
+                                         encoding="utf-8")
         written.append(out_dir / "README.md")
         replace_dir(stage, out_dir)
     except BaseException:

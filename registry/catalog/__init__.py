@@ -109,6 +109,7 @@ class DatasetEntry(StrictModel):
     mirror_columns: dict[str, Union[str, list[str]]] | None = None
     mirror_splits: list[str] = Field(default_factory=list, description="Splits present in the offline mirror")
     label_names: list[str] = Field(default_factory=list)
+    n_choices: int | None = Field(None, ge=2, description="Choices per item (multiple choice)")
     answer_marker: str | None = Field(None, description="The answer is the text after this marker (GSM8K '####')")
     notes: str = ""
 
@@ -121,6 +122,8 @@ class DatasetEntry(StrictModel):
                 raise ValueError(f"{label} must map {sorted(need)} for a {self.task} dataset")
         if self.task == "classification" and len(self.label_names) < 2:
             raise ValueError("a classification dataset needs at least two label_names")
+        if self.task == "multiple_choice" and self.n_choices is None:
+            raise ValueError("a multiple-choice dataset needs n_choices")
         return self
 
 

@@ -1,0 +1,245 @@
+"""The latent bridge: spec checks before loading, modules, the receiver loss, and tiny end-to-end runs."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import REPO
+from harness import stats
+from harness.bridge.modules import LatentBridge, StatisticalNormalizer, batch_diversity_loss
+from harness.bridge.task import judge, match_label, passkey_items
+from harness.bridge.training import batch_indices, warmup_cosine
+from harness.engine import RunSettings, run_spec
+from harness.fsutil import read_jsonl
+from registry import SpecError, load_spec
+from registry.kinds.bridge import BridgeArchSpec
+
+SST2 = REPO / "specs" / "sst2_8tok.yaml"
+
+
+# ------------------------------------------------------------------ spec checks, before any model loads
+def _error(path, profile="tiny", overrides=()):
+    with pytest.raises(SpecError) as info:
+        load_spec(path, profile, overrides)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("task.dataset=bankin77", "task.dataset: unknown dataset 'bankin77'; did you mean 'banking77'?"),
+    ("task.verbalizers={positiv: good}", "verbalizers name 'positiv', which is not in the label list of sst2"),
+    ("task.label_column=fine_label", "unknown label column 'fine_label' for sst2 (known: label)"),
+    ("bridge.soft_tokens=0", "bridge.soft_tokens: Input should be greater than or equal to 1"),
+    ("bridge.sender_layer=9", "bridge.sender_layer 9 is out of range for llama31_8b_instruct (4 layers under the tiny "
+                              "profile; valid: -4..3)"),
+    ("bridge.receiver_hidden_size=4096", "bridge.receiver_hidden_size is 4096, but mistral7b_v03_instruct has hidden "
+                                         "size 96 under the tiny profile"),
+    ("task.sender_template='{input} {label}'", "sender_template may only use {input}, not ['label']"),
+    ("task.eval_split=dev", "sst2 has no split 'dev' (it has: train, validation)"),
+    ("bridge.resampler.heads=5", "dim (32) must be divisible by heads (5)"),
+])
+def test_bad_bridge_specs_fail_in_one_line_before_loading(override, expected):
+    message = _error(SST2, overrides=(override,))
+    assert message.startswith(str(SST2) + ": ") and expected in message
+
+
+def test_layer_and_width_checks_follow_the_profile():
+    assert load_spec(SST2, "local").bridge.sender_hidden_size == 640
+    assert "out of range for gemma3_270m (18 layers under the local profile" in _error(
+        SST2, "local", ("bridge.sender_layer=18",))
+
+
+def test_multiple_choice_needs_verbalizers():
+    assert "a multiple-choice task needs verbalizers" in _error(REPO / "specs" / "piqa.yaml",
+                                                                overrides=("task.verbalizers={}",))
+
+
+# ------------------------------------------------------------------ units
+def test_match_label_prefers_the_longest_leading_label():
+    labels = ["top up", "top up failed", "card arrival", "refund not showing up"]
+    assert match_label(" Top_up failed, sorry", labels) == 1
+    assert match_label("top up", labels) == 0
+    assert match_label("I think card arrival.", labels) == 2
+    assert match_label("card arrival or top up", labels) == 2  # leads with a label
+    assert match_label("maybe top up or card arrival", labels) is None  # two labels inside: ambiguous
+    assert match_label("numumumum", ["number", "location"]) is None
+
+
+def test_judging_predictions_from_records():
+    assert judge("classification", {"label": 3}, 3) and not judge("classification", {"label": 3}, None)
+    assert judge("generation", {"answer": "1,080"}, "1080")
+    assert judge("passkey", {"answer": "04213"}, "04213") and not judge("passkey", {"answer": "04213"}, "4213")
+
+
+def test_passkeys_are_unique_and_avoid_excluded_codes():
+    eval_items = passkey_items(50, 5, 0, "eval")
+    train = passkey_items(200, 5, 0, "train", exclude={r["answer"] for r in eval_items})
+    codes = [r["answer"] for r in train]
+    assert len(set(codes)) == 200 and not set(codes) & {r["answer"] for r in eval_items}
+    assert all(len(c) == 5 and c.isdigit() and f"The passkey is {c}." in r["text"] for c, r in zip(codes, train))
+    assert passkey_items(5, 5, 0, "eval") == eval_items[:5]
+
+
+def test_batches_cover_every_item_once_per_epoch_and_are_reproducible():
+    seen = [i for step in range(5) for i in batch_indices(step, 4, 20, seed=3)]
+    assert sorted(seen) == list(range(20))
+    assert batch_indices(7, 4, 20, 3) == batch_indices(7, 4, 20, 3) != batch_indices(7, 4, 20, 4)
+    assert warmup_cosine(0, 10, 100) == pytest.approx(0.1) and warmup_cosine(100, 10, 100) == pytest.approx(0.0)
+
+
+def test_batch_diversity_loss_is_the_mean_off_diagonal_cosine():
+    same = torch.ones(3, 2, 4)
+    assert float(batch_diversity_loss(same)) == pytest.approx(1.0)
+    orthogonal = torch.eye(4).reshape(4, 1, 4)
+    assert float(batch_diversity_loss(orthogonal)) == pytest.approx(0.0)
+    pair = torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]]])
+    assert float(batch_diversity_loss(pair)) == pytest.approx(1 / math.sqrt(2))
+
+
+def test_normalizer_whitens_the_calibration_statistics():
+    x = torch.randn(500, 6) * torch.tensor([1, 10, 0.1, 5, 2, 3]) + 7
+    norm = StatisticalNormalizer(x.mean(0), x.std(0), learnable=True)
+    z = norm(x)
+    torch.testing.assert_close(z.mean(0), torch.zeros(6), atol=1e-4, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(6), atol=1e-3, rtol=0)
+    assert {n for n, _ in norm.named_parameters()} == {"mean", "log_std"}
+
+
+@pytest.mark.parametrize("scaling", ["rms", "tanh"])
+def test_bridge_output_has_the_receiver_scale_and_ignores_padding(scaling):
+    spec = BridgeArchSpec(soft_tokens=4, resampler={"dim": 16, "heads": 2, "depth": 1}, output={"scaling": scaling})
+    torch.manual_seed(0)
+    bridge = LatentBridge(spec, 6, 10, torch.zeros(6), torch.ones(6), receiver_rms=0.03)
+    states = torch.randn(1, 5, 6)
+    soft, _ = bridge(states, torch.ones(1, 5, dtype=torch.bool))
+    padded = torch.cat([states, torch.randn(1, 3, 6) * 100], dim=1)
+    mask = torch.tensor([[True] * 5 + [False] * 3])
+    torch.testing.assert_close(bridge(padded, mask)[0], soft, atol=1e-5, rtol=1e-5)
+    if scaling == "rms":
+        torch.testing.assert_close(soft.pow(2).mean(-1).sqrt(), torch.full((1, 4), 0.03), atol=1e-6, rtol=0)
+    else:
+        assert float(soft.detach().abs().max()) <= 0.03
+
+
+# ------------------------------------------------------------------ the receiver path against a naive computation
+def test_sliced_logits_after_a_cached_primer_equal_the_full_forward_loss(tmp_path):
+    from harness.bridge.receiver import ReceiverPrompt
+    from harness.bridge.task import TaskData, TaskItem
+    from harness.models import load_model
+    from harness.models import lm as L
+
+    spec = load_spec(SST2, "tiny")
+    receiver = load_model("mistral7b_v03_instruct", "tiny", cache_dir=tmp_path, device=torch.device("cpu"))
+    task = TaskData(spec, [], [TaskItem("a", "x", "positive", 1)], [])
+    rp = ReceiverPrompt.build(receiver, task, spec.task.primer)
+    torch.manual_seed(1)
+    soft = [torch.randn(3, 96) * 0.05, torch.randn(3, 96) * 0.05]
+    prompt = rp.text_middle(spec.task.prompt)
+    answers = [rp.answer_ids(" positive\n"), rp.answer_ids(" no\n")]
+    ours = rp.answer_loss([rp.soft_middle(s, prompt) for s in soft], answers)
+    # naive: the whole sequence every time, full logits, labels masked outside the answer
+    primer = L.embed(receiver, torch.tensor(L.tokenize(receiver, spec.task.primer, bos=True)))
+    losses, count = 0.0, 0
+    for s, a in zip(soft, answers):
+        seq = torch.cat([primer, s, prompt, L.embed(receiver, torch.tensor(a))])[None]
+        logits = receiver.model(inputs_embeds=seq).logits[0].float()
+        start = seq.shape[1] - len(a)
+        losses += torch.nn.functional.cross_entropy(logits[start - 1:-1], torch.tensor(a), reduction="sum")
+        count += len(a)
+    torch.testing.assert_close(ours, losses / count, atol=1e-5, rtol=1e-5)
+
+
+def test_sender_states_stop_at_the_layer_and_come_back_from_the_cache(tmp_path):
+    from harness.bridge.sender_states import sender_states
+    from harness.models import ActivationCapture, load_model
+
+    sender = load_model("llama31_8b_instruct", "tiny", cache_dir=tmp_path, device=torch.device("cpu"))
+    texts = ["a much longer first text here", "short", "mid sized text"]
+    states = sender_states(sender, texts, 1, tmp_path, batch_size=2)
+    again = sender_states(sender, texts, 1, tmp_path, batch_size=2)
+    assert len(list((tmp_path / "sender_states").glob("*.safetensors"))) == 1
+    for text, s, t in zip(texts, states, again):
+        torch.testing.assert_close(s, t)
+        ids = sender.tokenizer(text, return_tensors="pt")
+        with torch.no_grad(), ActivationCapture("s", sender.anatomy, residual=True) as cap:
+            sender.model(**ids)
+        torch.testing.assert_close(s, cap.get("block.1")[0, 1:], atol=1e-5, rtol=1e-5)  # BOS dropped
+
+
+# ------------------------------------------------------------------ end to end (tiny profile)
+def _run(results, cache, overrides=()):
+    settings = RunSettings(profile="tiny", results_dir=results, cache_dir=cache, device="cpu", show_progress=False,
+                           overrides=tuple(overrides))
+    return run_spec(SST2, settings).run_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_sst2(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("results"), tmp_path_factory.mktemp("cache"))
+
+
+def test_every_method_is_evaluated_on_the_same_items(tiny_sst2):
+    records = read_jsonl(tiny_sst2 / "records.jsonl")
+    spec = load_spec(SST2, "tiny")
+    assert len(records) == spec.task.eval_items
+    assert len({r["id"] for r in records}) == len(records)
+    for r in records:
+        for method in spec.evaluation.methods:
+            assert "generation" in r[method] and "generated" in r[method]
+            assert r[method]["scored"] in (0, 1)
+    assert all("summary" in r["text_relay"] for r in records)
+
+
+def test_metrics_are_recomputed_from_the_records(tiny_sst2):
+    records = read_jsonl(tiny_sst2 / "records.jsonl")
+    metrics = json.loads((tiny_sst2 / "metrics.json").read_text())
+    for method in ("bridge", "receiver_text", "text_relay", "prompt_tuning"):
+        gen = [r[method]["generation"] == r["label"] for r in records]
+        scored = [r[method]["scored"] == r["label"] for r in records]
+        assert metrics[f"{method}.generation.accuracy"] == pytest.approx(sum(gen) / len(gen))
+        assert metrics[f"{method}.scored.accuracy"] == pytest.approx(sum(scored) / len(scored))
+        assert (metrics[f"{method}.scored.ci_low"], metrics[f"{method}.scored.ci_high"]) == pytest.approx(
+            stats.wilson_interval(sum(scored), len(scored)))
+        invalid = sum(r[method]["generation"] is None for r in records) / len(records)
+        assert metrics[f"{method}.generation.invalid_rate"] == pytest.approx(invalid)
+    bridge = [r["bridge"]["scored"] == r["label"] for r in records]
+    relay = [r["text_relay"]["scored"] == r["label"] for r in records]
+    test = stats.mcnemar_test(bridge, relay)
+    assert (metrics["mcnemar.text_relay.scored.b"], metrics["mcnemar.text_relay.scored.c"]) == (test.b, test.c)
+    assert metrics["mcnemar.text_relay.scored.pvalue"] == pytest.approx(test.pvalue)
+
+
+def test_training_lowers_the_loss_and_logs_each_loss(tiny_sst2):
+    from harness.fsutil import read_csv_rows
+
+    rows = [r for r in read_csv_rows(tiny_sst2 / "curves.csv") if r["run"] == "bridge"]
+    assert {"lm_loss", "diversity_loss", "total_loss", "lr", "grad_norm"} <= set(rows[0])
+    first, last = [r["lm_loss"] for r in rows[:3]], [r["lm_loss"] for r in rows[-3:]]
+    assert sum(last) / 3 < sum(first) / 3 - 0.2
+    assert any("quick_eval_accuracy" in r for r in rows)
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, tiny_sst2):
+    import harness.experiments.bridge as executor
+
+    calls = {"n": 0}
+    original = executor.batch_diversity_loss
+
+    def interrupt_at_step_7(soft):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt("simulated interruption")
+        return original(soft)
+
+    monkeypatch.setattr(executor, "batch_diversity_loss", interrupt_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "results", tmp_path / "cache")
+    assert not (tmp_path / "results" / "sst2_8tok").exists(), "nothing half-written"
+    checkpoints = list((tmp_path / "cache" / "state").glob("sst2_8tok-*/bridge.pt"))
+    assert len(checkpoints) == 1 and torch.load(checkpoints[0], weights_only=False)["step"] == 4
+    monkeypatch.setattr(executor, "batch_diversity_loss", original)
+    resumed = _run(tmp_path / "results", tmp_path / "cache")
+    assert (resumed / "metrics.json").read_text() == (tiny_sst2 / "metrics.json").read_text()
+    assert (resumed / "records.jsonl").read_text() == (tiny_sst2 / "records.jsonl").read_text()
