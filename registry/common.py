@@ -43,7 +43,15 @@ def _known_dataset(name: str) -> str:
     return name
 
 
+def _unique(items: list[str]) -> list[str]:
+    repeated = sorted({i for i in items if items.count(i) > 1})
+    if repeated:
+        raise ValueError(f"each model may appear only once; repeated: {', '.join(repeated)}")
+    return items
+
+
 ModelName = Annotated[str, AfterValidator(_known_model)]
+ModelList = Annotated[list[ModelName], Field(min_length=1), AfterValidator(_unique)]
 DatasetName = Annotated[str, AfterValidator(_known_dataset)]
 
 

@@ -26,6 +26,7 @@ from harness.bridge.task import TaskData, TaskItem, build_task, judge
 from harness.bridge.training import train
 from harness.experiments.base import RunContext, RunOutput
 from harness.models import lm as L
+from harness.report.figures import pyplot, save_figure
 from harness.report.tables import Analysis, Column, Table
 from registry.kinds.bridge import PASSKEY, BridgeSpec
 
@@ -390,11 +391,7 @@ def _training_table(curves: list[dict], out: Analysis) -> Table:
 
 # ================================================================== figures
 def figures(spec: BridgeSpec, records: list[dict], curves: list[dict], out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     bridge_rows = [r for r in curves if r.get("run") == "bridge"]
@@ -416,10 +413,7 @@ def figures(spec: BridgeSpec, records: list[dict], curves: list[dict], out_dir: 
         ax2.set_xlabel("step")
         ax2.set_ylabel("accuracy")
         ax2.set_title(f"Quick evaluation ({spec.training.quick_eval_items} items)")
-        fig.tight_layout()
-        paths.append(out_dir / "training.png")
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        paths.append(save_figure(fig, out_dir / "training.png", dpi=120))
 
     analysis = analyze(spec, records, curves)
     methods = [m for m in spec.evaluation.methods if f"{m}.generation.accuracy" in analysis.metrics]
@@ -436,10 +430,7 @@ def figures(spec: BridgeSpec, records: list[dict], curves: list[dict], out_dir: 
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     ax.set_title(f"{spec.name}: accuracy with 95% Wilson intervals")
-    fig.tight_layout()
-    paths.append(out_dir / "accuracy.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save_figure(fig, out_dir / "accuracy.png", dpi=120))
     return paths
 
 

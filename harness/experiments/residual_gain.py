@@ -18,6 +18,7 @@ import torch
 from harness import stats
 from harness.experiments.base import RunContext, RunOutput
 from harness.models import ActivationCapture, check_finite
+from harness.report.figures import pyplot, save_figure
 from harness.report.tables import Analysis, Column, Table
 from registry.kinds.residual_gain import ResidualGainSpec
 
@@ -249,11 +250,7 @@ def _pairs_table(spec, derived, by_model, out: Analysis) -> Table:
 
 # ----------------------------------------------------------------------------- figures
 def figures(spec: ResidualGainSpec, records: list[dict], curves: list[dict], out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     names = {r["model"]: r["display_name"] for r in records}
     paths = []
@@ -273,10 +270,7 @@ def figures(spec: ResidualGainSpec, records: list[dict], curves: list[dict], out
     ax.set_ylabel("‖h‖ of the last token (log)")
     ax.set_title("Residual-stream norm per layer (median over prompts; band = min–max)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out_dir / "norms_per_layer.png")
-    fig.savefig(paths[-1], dpi=130)
-    plt.close(fig)
+    paths.append(save_figure(fig, out_dir / "norms_per_layer.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for model in grouped:
@@ -289,8 +283,5 @@ def figures(spec: ResidualGainSpec, records: list[dict], curves: list[dict], out
     ax.set_ylabel("last-layer gain (pre-norm)")
     ax.set_title("H18: last-layer gain vs uncertainty, one point per prompt")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out_dir / "gain_vs_entropy.png")
-    fig.savefig(paths[-1], dpi=130)
-    plt.close(fig)
+    paths.append(save_figure(fig, out_dir / "gain_vs_entropy.png"))
     return paths

@@ -6,16 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.report.figures import pyplot, save_figure
 from harness.tre.analysis import PARAMS, metric_values, scored_generations
 from registry.kinds.tre_sweep import TRESweepSpec
 
 
 def write_figures(spec: TRESweepSpec, records: list[dict], out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     gens = scored_generations(records)
     models = list(dict.fromkeys(g["model"] for g in gens))
@@ -50,10 +47,7 @@ def write_figures(spec: TRESweepSpec, records: list[dict], out_dir: Path) -> lis
         axes[1, 0].legend(fontsize=7, loc="upper right")
         fig.suptitle("Neural condition, per token: the signal and the parameters it chose\n(dashed: allowed range)",
                      fontsize=10)
-        fig.tight_layout()
-        paths.append(out_dir / "param_traces.png")
-        fig.savefig(paths[-1], dpi=130)
-        plt.close(fig)
+        paths.append(save_figure(fig, out_dir / "param_traces.png"))
 
     conditions = [c for c in spec.conditions if any(g["condition"] == c for g in gens)]
     if any(g["vocab_diversity"] is not None for g in gens):
@@ -68,10 +62,7 @@ def write_figures(spec: TRESweepSpec, records: list[dict], out_dir: Path) -> lis
             if col == 0:
                 ax.set_ylabel("vocab diversity (per generation)")
         fig.suptitle("Vocab diversity by condition (triangle: mean)")
-        fig.tight_layout()
-        paths.append(out_dir / "vocab_diversity_by_condition.png")
-        fig.savefig(paths[-1], dpi=130)
-        plt.close(fig)
+        paths.append(save_figure(fig, out_dir / "vocab_diversity_by_condition.png"))
 
     if {"neural", "baseline"} <= set(conditions) and any(g["vocab_diversity"] is not None for g in gens):
         fig, ax = plt.subplots(figsize=(7.5, 4))
@@ -90,8 +81,5 @@ def write_figures(spec: TRESweepSpec, records: list[dict], out_dir: Path) -> lis
                       [c.replace("_", "-") for c in spec.categories], rotation=30, ha="right")
         ax.set_ylabel("Δ vocab diversity (neural − baseline)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(out_dir / "category_deltas.png")
-        fig.savefig(paths[-1], dpi=130)
-        plt.close(fig)
+        paths.append(save_figure(fig, out_dir / "category_deltas.png"))
     return paths

@@ -10,7 +10,7 @@ import functools
 from importlib import resources
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from registry.common import DType, Profile, StrictModel
 from registry.errors import SpecError, format_validation_error

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from registry.common import DType, ModelName, SpecBase, StrictModel
+from registry.common import DType, ModelList, ModelName, SpecBase, StrictModel
 
 
 class Prompt(StrictModel):
@@ -35,7 +35,7 @@ class ResidualGainSpec(SpecBase):
     """
 
     kind: Literal["residual_gain"]
-    models: list[ModelName] = Field(min_length=1)
+    models: ModelList
     prompts: list[Prompt] = Field(min_length=1)
     pairs: list[BaseInstructPair] = Field(default_factory=list, description="Base-vs-instruct comparisons")
     early_layers_fraction: float = Field(
@@ -43,13 +43,6 @@ class ResidualGainSpec(SpecBase):
     )
     dtype: DType | None = Field(None, description="Override the catalog dtype of every model")
     add_special_tokens: bool = Field(True, description="Let the tokenizer add BOS as the model expects")
-
-    @field_validator("models")
-    @classmethod
-    def _unique_models(cls, models: list[str]) -> list[str]:
-        if len(set(models)) != len(models):
-            raise ValueError("each model may appear only once")
-        return models
 
     @field_validator("prompts")
     @classmethod

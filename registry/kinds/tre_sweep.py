@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, StrictFloat, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator
 
-from registry.common import NAME_PATTERN, DType, ModelName, SpecBase, StrictModel, suggest
+from registry.common import NAME_PATTERN, DType, ModelList, SpecBase, StrictModel, suggest
 
 REPORT_CATEGORIES = ("creative", "metacognitive", "technical", "self_awareness", "analytical",
                      "conversational", "philosophical")
@@ -199,7 +199,7 @@ class TRESweepSpec(SpecBase):
     """
 
     kind: Literal["tre_sweep"]
-    models: list[ModelName] = Field(min_length=1)
+    models: ModelList
     layer: Union[StrictInt, StrictFloat] = Field(
         0.5, description="Layer whose activations drive the controller: an integer index (negative counts from "
                          "the end) or a fraction of depth in [0, 1), giving layer floor(fraction * n_layers) "
@@ -244,13 +244,6 @@ class TRESweepSpec(SpecBase):
                              "the signal, end a row that has no finite logit, and count the affected tokens")
     dtype: DType | None = Field(None, description="Override the catalog dtype of every model")
     batch_size: int | None = Field(None, ge=1, description="Rows per forward pass (None = all prompts of a trial)")
-
-    @field_validator("models")
-    @classmethod
-    def _unique_models(cls, models: list[str]) -> list[str]:
-        if len(set(models)) != len(models):
-            raise ValueError("each model may appear only once")
-        return models
 
     @field_validator("layer")
     @classmethod
