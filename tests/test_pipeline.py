@@ -36,7 +36,7 @@ def test_stage_outputs_do_not_overlap():
 def test_dvc_repro_regenerates_results_and_reports_then_does_nothing(tmp_path):
     work = tmp_path / "repo"
     work.mkdir()
-    for item in ("dvc.yaml", "specs", ".dvcignore"):
+    for item in ("dvc.yaml", "specs", ".dvcignore", "benchmarks/results"):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, work / item)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
