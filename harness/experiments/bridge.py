@@ -271,6 +271,8 @@ def analyze(spec: BridgeSpec, records: list[dict], curves: list[dict] | None = N
         if passkey:
             digits = float(np.mean([_digit_accuracy(r, method) for r in records]))
             out.set(f"{method}.generation.digit_accuracy", digits)
+            for position, value in enumerate(_digit_accuracy_by_position(records, method), 1):
+                out.set(f"{method}.generation.digit_accuracy.position_{position}", value)
             cells.append(digits)
         else:
             scored = _correct(spec, records, method, "scored")
@@ -288,12 +290,20 @@ def analyze(spec: BridgeSpec, records: list[dict], curves: list[dict] | None = N
         out.set("chance.accuracy", 1 / len(spec.task.label_names()))
     out.tables.append(accuracy)
     out.tables.append(_mcnemar_table(correct, methods, out))
-    if spec.task.task_type in ("classification", "multiple_choice") and len(spec.task.label_names()) <= 12:
-        out.tables.append(_per_class_table(spec, records, methods, out))
+    if spec.task.task_type in ("classification", "multiple_choice"):
+        per_class = _per_class(spec, records, methods, out)
+        if per_class is not None:
+            out.tables.append(per_class)
     out.tables.append(_soft_token_table(records, out, expected))
     if curves:
         out.tables.append(_training_table(curves, out))
     return out
+
+
+def _digit_accuracy_by_position(records: list[dict], method: str) -> list[float]:
+    width = len(records[0]["answer"])
+    guesses = [(r[method]["generation"] or "").ljust(width)[:width] for r in records]
+    return [float(np.mean([g[i] == r["answer"][i] for g, r in zip(guesses, records)])) for i in range(width)]
 
 
 def _digit_accuracy(record: dict, method: str) -> float:
@@ -330,19 +340,24 @@ def _mcnemar_table(correct: dict, methods: list[str], out: Analysis) -> Table:
     return table
 
 
-def _per_class_table(spec: BridgeSpec, records: list[dict], methods: list[str], out: Analysis) -> Table:
+def _per_class(spec: BridgeSpec, records: list[dict], methods: list[str], out: Analysis) -> Table | None:
+    """Per-class generation accuracy with Wilson intervals; metrics for every class, a table up to 12."""
     labels = spec.task.label_names()
     shown = [m for m in ("bridge", "receiver_text", "sender_text", "text_relay") if m in methods]
-    table = Table("per_class", "Per-class accuracy (generation)", [
-        Column("Class", align="l"), Column("Items", "d"), *[Column(METHOD_NAMES[m], ".1%") for m in shown]])
+    table = Table("per_class", "Per-class accuracy (generation, 95% Wilson intervals)", [
+        Column("Class", align="l"), Column("Items", "d"), *[Column(METHOD_NAMES[m], align="r") for m in shown]])
     for index, name in enumerate(labels):
         rows = [r for r in records if r["label"] == index]
-        if rows:
-            values = [float(np.mean([r[m]["generation"] == index for r in rows])) for m in shown]
-            for method, value in zip(shown, values):
-                out.set(f"{method}.class.{spec.task.verbalizer(name).replace(' ', '_')}.accuracy", value)
-            table.add(spec.task.verbalizer(name), len(rows), *values)
-    return table
+        if not rows:
+            continue
+        key = spec.task.verbalizer(name).replace(" ", "_")
+        cells = []
+        for method in shown:
+            hits = sum(r[method]["generation"] == index for r in rows)
+            out.set(f"{method}.class.{key}.accuracy", hits / len(rows))
+            cells.append(_with_ci(hits, len(rows)))
+        table.add(spec.task.verbalizer(name), len(rows), *cells)
+    return table if len(labels) <= 12 else None
 
 
 def _soft_token_table(records: list[dict], out: Analysis, expected: dict) -> Table:
@@ -441,8 +456,8 @@ def _cell(metrics: dict, expected: dict, key: str) -> str:
     return f"{text} ({_pct(reported)})" if isinstance(reported, float) else text
 
 
-def summary(entries) -> tuple[list[Table], list[str]]:
-    """Tables across every bridge spec: master, token ablation, reasoning, McNemar, latency.
+def summary(entries, figure_dir: Path) -> tuple[list[Table], list[str], list[Path]]:
+    """Tables and figures across every bridge spec: master, token ablation, reasoning, McNemar, latency.
 
     `entries` are report entries with .spec, .analysis (None if not run) and .run. Cells read
     "reproduced (reported)"; the reported value is the spec's first `expected` for that metric.
@@ -512,7 +527,39 @@ def summary(entries) -> tuple[list[Table], list[str]]:
         tables.append(latency)
     else:
         notes.append(f"No latency measurement yet: run `python benchmarks/latency.py` (writes {LATENCY_FILE}).")
-    return tables, notes
+    figures = [path for path in [_ablation_figure(rows, figure_dir)] if path is not None]
+    return tables, notes, figures
+
+
+def _ablation_figure(entries, figure_dir: Path) -> Path | None:
+    """Accuracy against soft-token count, one line per task, reported values as hollow markers."""
+    runs = [e for e in entries if e.analysis]
+    if not runs:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for dataset in sorted({e.spec.task.dataset for e in entries}):
+        group = sorted((e for e in entries if e.spec.task.dataset == dataset), key=lambda e: e.spec.bridge.soft_tokens)
+        key = "bridge.generation.digit_accuracy" if dataset == PASSKEY else "bridge.scored.accuracy"
+        label = f"{dataset} ({'digit accuracy' if dataset == PASSKEY else 'scored accuracy'})"
+        done = [e for e in group if e.analysis and key in e.analysis.metrics]
+        if done:
+            line, = ax.plot([e.spec.bridge.soft_tokens for e in done], [e.analysis.metrics[key] for e in done],
+                            marker="o", label=label)
+            reported_key = key if dataset == PASSKEY else "bridge.generation.accuracy"
+            reported = [(e.spec.bridge.soft_tokens, first_expected(e.spec).get(reported_key)) for e in group]
+            reported = [(k, v) for k, v in reported if isinstance(v, float)]
+            if reported:
+                ax.plot(*zip(*reported), ls="--", marker="o", mfc="none", color=line.get_color(),
+                        label=f"{dataset}, reported")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("soft tokens")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    ax.set_title("Accuracy vs soft tokens (seed 002, section 64)")
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    return save_figure(fig, figure_dir / "accuracy_vs_soft_tokens.png", dpi=120)
 
 
 def latency_table() -> Table | None:

@@ -135,11 +135,13 @@ def build_reports(spec_paths: list[Path], results_dir: Path, out_dir: Path) -> l
             executor = executor_for(kind)
             if not hasattr(executor, "summary"):
                 continue
-            tables, notes = executor.summary([r for r in reports if r.spec.kind == kind])
             name = f"{kind}_summary"
+            tables, notes, figures = executor.summary([r for r in reports if r.spec.kind == kind], stage / "figures" / name)
+            figures = [f"figures/{name}/{Path(f).name}" for f in figures]
             summaries.append(name)
             for ext in ("md", "tex"):
-                text = env.get_template(f"summary.{ext}.j2").render(kind=kind, name=name, tables=tables, notes=notes)
+                text = env.get_template(f"summary.{ext}.j2").render(kind=kind, name=name, tables=tables, notes=notes,
+                                                                     figures=figures)
                 (stage / f"{name}.{ext}").write_text(text, encoding="utf-8")
                 written.append(out_dir / f"{name}.{ext}")
         (stage / "README.md").write_text(env.get_template("index.md.j2").render(reports=reports, summaries=summaries),
