@@ -21,6 +21,18 @@ def test_params_list_exactly_the_specs_runnable_on_the_profile():
         assert Path(path) == Path("specs") / f"{name}.yaml"
 
 
+def test_every_file_a_stage_reads_is_one_of_its_dependencies():
+    """A stage depends on its spec, specs/base and specs/prompts, so a spec that dvc runs may extend
+    only partial specs in specs/base: extending another task spec would hide a change from dvc."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    base = (REPO / "specs" / "base").resolve()
+    for name, path in params["specs"].items():
+        current = REPO / path
+        while (parent := yaml.safe_load(current.read_text()).get("extends")) is not None:
+            current = (current.parent / parent).resolve()
+            assert current.is_relative_to(base), f"{path} extends {current.relative_to(REPO)}, outside specs/base"
+
+
 def test_dvc_config_turns_off_analytics_and_update_checks():
     config = (REPO / ".dvc" / "config").read_text()
     assert "analytics = false" in config and "check_update = false" in config
