@@ -99,14 +99,25 @@ def spec_hash(spec_dict: dict, profile: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# Tracked files that `dvc repro` itself rewrites between stages: a change there says nothing about
+# the code or specs that produced a result, so it does not make the working tree count as dirty.
+WRITTEN_BY_PIPELINE = ("dvc.lock",)
+
+
 def _git_state() -> dict:
+    """Commit of the working tree and the tracked files that differ from it (uncommitted changes)."""
     def git(*args):
         try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10).stdout.strip()
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10).stdout.rstrip()
         except (OSError, subprocess.SubprocessError):
             return ""
     commit = git("rev-parse", "--verify", "--quiet", "HEAD")
-    return {"commit": commit or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}
+    if not commit:
+        return {"commit": None, "dirty": None, "modified": None}
+    excluded = [f":(top,exclude){path}" for path in WRITTEN_BY_PIPELINE]
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ":/", *excluded)
+    modified = sorted(line[3:] for line in status.splitlines() if line.strip())
+    return {"commit": commit, "dirty": bool(modified), "modified": modified}
 
 
 def _versions() -> dict:

@@ -78,3 +78,26 @@ def test_dvc_repro_regenerates_results_and_reports_then_does_nothing(tmp_path):
     assert "Running stage 'report'" in first
     second = sh(sys.executable, "-m", "dvc", "repro")
     assert "Running stage" not in second and "up to date" in second
+
+
+def test_provenance_names_uncommitted_changes_but_not_the_lock_file_dvc_rewrites(tmp_path, monkeypatch):
+    from harness.engine import _git_state
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "sub").mkdir()
+    for name in ("dvc.lock", "sub/spec.yaml"):
+        (tmp_path / name).write_text("a\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    monkeypatch.chdir(tmp_path / "sub")  # the check covers the whole repository, wherever it runs
+    (tmp_path / "dvc.lock").write_text("b\n")
+    (tmp_path / "untracked.txt").write_text("x\n")
+    state = _git_state()
+    assert len(state["commit"]) == 40 and state["dirty"] is False and state["modified"] == []
+    (tmp_path / "sub" / "spec.yaml").write_text("b\n")
+    state = _git_state()
+    assert state["dirty"] is True and state["modified"] == ["sub/spec.yaml"]
