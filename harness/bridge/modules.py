@@ -145,11 +145,16 @@ class LatentBridge(nn.Module):
         return torch.cat(produced, dim=1), aux
 
 
+def mean_offdiagonal_cosine(rows: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity over all pairs of distinct rows of an (n, d) matrix, n >= 2."""
+    unit = F.normalize(rows, dim=-1)
+    sims = unit @ unit.T
+    n = rows.shape[0]
+    return (sims.sum() - sims.diagonal().sum()) / (n * (n - 1))
+
+
 def batch_diversity_loss(soft: torch.Tensor) -> torch.Tensor:
     """Mean off-diagonal cosine similarity of the flattened soft tokens of a batch (seed 002, section 56)."""
     if soft.shape[0] < 2:
         return soft.new_zeros(())
-    flat = F.normalize(soft.reshape(soft.shape[0], -1), dim=-1)
-    sims = flat @ flat.T
-    n = soft.shape[0]
-    return (sims.sum() - sims.diagonal().sum()) / (n * (n - 1))
+    return mean_offdiagonal_cosine(soft.reshape(soft.shape[0], -1))

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from harness import stats
-from harness.bridge.modules import LatentBridge, batch_diversity_loss
+from harness.bridge.modules import LatentBridge, batch_diversity_loss, mean_offdiagonal_cosine
 from harness.bridge.receiver import ReceiverPrompt, generate_texts
 from harness.bridge.sender_states import pad_states, sender_states
 from harness.bridge.task import TaskData, TaskItem, build_task, judge
@@ -211,12 +211,8 @@ def _random_guesses(spec: BridgeSpec, task: TaskData) -> list[dict]:
 
 
 def _mean_pairwise_cosine(soft: torch.Tensor) -> float:
-    if soft.shape[0] < 2:
-        return float("nan")
-    unit = torch.nn.functional.normalize(soft.float(), dim=-1)
-    sims = unit @ unit.T
-    n = soft.shape[0]
-    return float((sims.sum() - sims.diagonal().sum()) / (n * (n - 1)))
+    """Mean cosine between one item's soft tokens (NaN for a single token)."""
+    return float(mean_offdiagonal_cosine(soft.float())) if soft.shape[0] >= 2 else float("nan")
 
 
 # ================================================================== analysis
@@ -243,6 +239,15 @@ def _with_ci(successes: int, n: int) -> str:
     return f"{100 * successes / n:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
 
 
+def _set_accuracy(out: Analysis, key: str, hits: list[bool]) -> str:
+    """Set `<key>.accuracy`, `.ci_low` and `.ci_high` (Wilson 95%) and return the table cell."""
+    low, high = stats.wilson_interval(sum(hits), len(hits))
+    out.set(f"{key}.accuracy", float(np.mean(hits)))
+    out.set(f"{key}.ci_low", low)
+    out.set(f"{key}.ci_high", high)
+    return f"{100 * sum(hits) / len(hits):.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
+
+
 def analyze(spec: BridgeSpec, records: list[dict], curves: list[dict] | None = None) -> Analysis:
     out = Analysis()
     methods = [m for m in spec.evaluation.methods if records and m in records[0]]
@@ -261,13 +266,10 @@ def analyze(spec: BridgeSpec, records: list[dict], curves: list[dict] | None = N
         gen = _correct(spec, records, method, "generation")
         correct[(method, "generation")] = gen
         invalid = float(np.mean([r[method]["generation"] is None for r in records]))
-        out.set(f"{method}.generation.accuracy", float(np.mean(gen)))
-        low, high = stats.wilson_interval(sum(gen), n)
-        out.set(f"{method}.generation.ci_low", low)
-        out.set(f"{method}.generation.ci_high", high)
+        gen_cell = _set_accuracy(out, f"{method}.generation", gen)
         if method != "random":
             out.set(f"{method}.generation.invalid_rate", invalid)
-        cells = [METHOD_NAMES[method], _with_ci(sum(gen), n), invalid if method != "random" else None]
+        cells = [METHOD_NAMES[method], gen_cell, invalid if method != "random" else None]
         if passkey:
             digits = float(np.mean([_digit_accuracy(r, method) for r in records]))
             out.set(f"{method}.generation.digit_accuracy", digits)
@@ -278,11 +280,7 @@ def analyze(spec: BridgeSpec, records: list[dict], curves: list[dict] | None = N
             scored = _correct(spec, records, method, "scored")
             if scored is not None:
                 correct[(method, "scored")] = scored
-                out.set(f"{method}.scored.accuracy", float(np.mean(scored)))
-                low, high = stats.wilson_interval(sum(scored), n)
-                out.set(f"{method}.scored.ci_low", low)
-                out.set(f"{method}.scored.ci_high", high)
-            cells.append(_with_ci(sum(scored), n) if scored is not None else None)
+            cells.append(_set_accuracy(out, f"{method}.scored", scored) if scored is not None else None)
         reported = expected.get(f"{method}.generation.accuracy")
         cells.append(_pct(reported) if isinstance(reported, float) else None)
         accuracy.add(*cells)
