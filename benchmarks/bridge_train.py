@@ -33,6 +33,7 @@ from harness.bridge.receiver import ReceiverPrompt  # noqa: E402
 from harness.bridge.sender_states import compute_sender_states, pad_states  # noqa: E402
 from harness.bridge.task import build_task  # noqa: E402
 from harness.experiments.base import RunContext  # noqa: E402
+from harness.fsutil import DEFAULT_CACHE_DIR  # noqa: E402
 from harness.models import ModelProvider  # noqa: E402
 from harness.models import lm as L  # noqa: E402
 from registry import load_spec  # noqa: E402
@@ -52,6 +53,13 @@ def matmul_peak_gflops(size: int = 1536, repeats: int = 12) -> float:
     return best
 
 
+def environment() -> tuple[Path, Path | None]:
+    """The cache folder and data mirror, from the same variables the CLI reads."""
+    cache = Path(os.environ.get("HARNESS_CACHE_DIR", DEFAULT_CACHE_DIR))
+    mirror = Path(os.environ["HARNESS_DATA_MIRROR"]) if os.environ.get("HARNESS_DATA_MIRROR") else None
+    return cache, mirror
+
+
 def setup(spec_path: Path, profile: str, cache_dir: Path, mirror: Path | None):
     spec = load_spec(spec_path, profile)
     device = torch.device("cpu")
@@ -69,8 +77,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="timed steps per loop (after 2 warm-up steps)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bridge_train.json")
     args = parser.parse_args()
-    cache = Path(os.environ.get("HARNESS_CACHE_DIR", Path.home() / ".cache" / "latent-harness"))
-    mirror = Path(os.environ["HARNESS_DATA_MIRROR"]) if os.environ.get("HARNESS_DATA_MIRROR") else None
+    cache, mirror = environment()
     spec, task, sender, receiver = setup(args.spec, args.profile, cache, mirror)
     batch, layer = spec.training.batch_size, spec.bridge.sender_layer
     n_items = batch * (args.steps + 2)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -25,13 +24,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bridge_train import setup  # noqa: E402
+from benchmarks.bridge_train import environment, setup  # noqa: E402
 from harness.bridge.modules import LatentBridge  # noqa: E402
 from harness.bridge.receiver import ReceiverPrompt, generate_texts  # noqa: E402
 from harness.bridge.sender_states import compute_sender_states, pad_states  # noqa: E402
-from harness.engine import spec_hash  # noqa: E402
+from harness.engine import spec_hash, state_dir_for  # noqa: E402
 from harness.models import lm as L  # noqa: E402
-from registry import load_spec  # noqa: E402
 
 # seed 002, section 90 (NVIDIA H100, Llama-3.1-8B -> Mistral-7B, SST-2 bridge with 8 soft tokens, 50 trials)
 REPORTED_MS = {
@@ -55,12 +53,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latency.json")
     args = parser.parse_args()
-    cache = Path(os.environ.get("HARNESS_CACHE_DIR", Path.home() / ".cache" / "latent-harness"))
-    mirror = Path(os.environ["HARNESS_DATA_MIRROR"]) if os.environ.get("HARNESS_DATA_MIRROR") else None
+    cache, mirror = environment()
     spec, task, sender, receiver = setup(args.spec, args.profile, cache, mirror)
     layer, t = spec.bridge.sender_layer, task.task
-    resolved = load_spec(args.spec, args.profile)
-    checkpoint = cache / "state" / f"{resolved.name}-{spec_hash(resolved.model_dump(mode='json'), args.profile)[:16]}" / "bridge.pt"
+    digest = spec_hash(spec.model_dump(mode="json"), args.profile)
+    checkpoint = state_dir_for(cache, spec.name, digest) / "bridge.pt"
     if not checkpoint.is_file():
         sys.exit(f"error: no trained bridge for {args.spec} ({args.profile} profile) at {checkpoint}; "
                  f"run `harness run {args.spec} --profile {args.profile}` first")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import click
 
+from harness.fsutil import DEFAULT_CACHE_DIR
 from registry.errors import SpecError
 
 PROFILE_CHOICE = click.Choice(["tiny", "local", "paper"])
-DEFAULT_CACHE = Path.home() / ".cache" / "latent-harness"
 
 
 def _fail(message: str, code: int) -> None:
@@ -119,7 +119,7 @@ def validate(paths: tuple[Path, ...]):
               help="Override a spec field, e.g. --set seed=3 --set prompts.0.text='Hello'. Repeatable.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @results_option
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE, envvar="HARNESS_CACHE_DIR",
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE_DIR, envvar="HARNESS_CACHE_DIR",
               show_default=True, help="Downloaded wheels, GGUF files and dequantised weights.")
 @click.option("--data-mirror", type=click.Path(path_type=Path, file_okay=False), default=None, envvar="HARNESS_DATA_MIRROR",
               help="Offline dataset folder laid out <mirror>/<name>/<split>.jsonl; without it datasets load from the hub.")

@@ -30,7 +30,7 @@ import torch
 
 from harness.experiments import executor_for
 from harness.experiments.base import RunContext
-from harness.fsutil import atomic_write_text, replace_dir, restore_interrupted, staging_dir, write_json, write_jsonl
+from harness.fsutil import DEFAULT_CACHE_DIR, atomic_write_text, replace_dir, restore_interrupted, staging_dir, write_json, write_jsonl
 from harness.models import ModelProvider, resolve_device
 from registry import load_spec
 from registry.catalog import dataset_entry, model_entry
@@ -44,7 +44,7 @@ TRACKED_PACKAGES = ("torch", "transformers", "accelerate", "datasets", "statsmod
 class RunSettings:
     profile: str = "local"
     results_dir: Path = Path("results")
-    cache_dir: Path = Path.home() / ".cache" / "latent-harness"
+    cache_dir: Path = DEFAULT_CACHE_DIR
     data_mirror: Path | None = None
     device: str = "auto"
     overrides: tuple[str, ...] = ()
@@ -92,6 +92,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def state_dir_for(cache_dir: Path, spec_name: str, digest: str) -> Path:
+    """Where a run keeps checkpoints and resumable state: keyed by the resolved spec's hash, so only
+    an identical run resumes (and a benchmark finds the bridge that run trained)."""
+    return Path(cache_dir) / "state" / f"{spec_name}-{digest[:16]}"
 
 
 def spec_hash(spec_dict: dict, profile: str) -> str:
@@ -161,8 +167,7 @@ def run_spec(spec_path: Path, settings: RunSettings) -> RunSummary:
     restore_interrupted(final_dir)
     spec_dict = spec.model_dump(mode="json")
     digest = spec_hash(spec_dict, settings.profile)
-    # checkpoints and resumable state: keyed by the resolved spec, so only an identical run resumes
-    state_dir = Path(settings.cache_dir) / "state" / f"{spec.name}-{digest[:16]}"
+    state_dir = state_dir_for(settings.cache_dir, spec.name, digest)
     state_dir.mkdir(parents=True, exist_ok=True)
     stage = staging_dir(final_dir)
     try:

@@ -1,4 +1,5 @@
-"""Atomic writes: a crash leaves the previous complete file or folder, never half of one."""
+"""Where files live and how they are written: the default cache folder, and atomic writes (a crash
+leaves the previous complete file or folder, never half of one)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
+
+# models, sender states and training state live here unless --cache-dir / HARNESS_CACHE_DIR say otherwise
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "latent-harness"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
