@@ -8,10 +8,20 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 # models, sender states and training state live here unless --cache-dir / HARNESS_CACHE_DIR say otherwise
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "latent-harness"
+
+
+def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
+    """Let `write` fill a sibling `.partial` file, then rename it over `path` (for binary writers
+    such as torch.save and safetensors that take a path)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    write(tmp)
+    tmp.replace(path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from harness.fsutil import atomic_write_text
+from harness.fsutil import atomic_write_text, atomic_write_with
 from harness.models import LoadedModel, check_finite
 
 
@@ -79,10 +79,8 @@ def sender_states(lm: LoadedModel, texts: list[str], layer: int, cache_dir: Path
             progress.update(len(texts))
         return list(torch.split(data["states"], data["lengths"].tolist()))
     states = compute_sender_states(lm, texts, index, batch_size, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    save_file({"states": torch.cat(states), "lengths": torch.tensor([len(s) for s in states])}, str(tmp))
-    tmp.replace(path)
+    data = {"states": torch.cat(states), "lengths": torch.tensor([len(s) for s in states])}
+    atomic_write_with(path, lambda tmp: save_file(data, str(tmp)))
     atomic_write_text(path.with_suffix(".json"), json.dumps({"model": lm.name, "layer": index, "n_texts": len(texts)}))
     return states
 

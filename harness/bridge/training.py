@@ -19,6 +19,7 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
+from harness.fsutil import atomic_write_with
 from registry.kinds.bridge import TrainingSpec
 
 
@@ -92,17 +93,11 @@ def train(module: nn.Module, loss_fn: Callable[[list[int]], dict], *, n_items: i
             module.train()
         log.append(row)
         if (step + 1) % spec.checkpoint_every == 0 or step + 1 == steps:
-            _save(checkpoint, {"module": accelerator.unwrap_model(prepared).state_dict(), "optimizer": optimizer.state_dict(),
-                               "scheduler": scheduler.state_dict(), "step": step + 1, "log": log})
+            state = {"module": accelerator.unwrap_model(prepared).state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "step": step + 1, "log": log}
+            atomic_write_with(checkpoint, lambda tmp: torch.save(state, tmp))
         if progress is not None:
             progress.update(1)
             progress.set_postfix_str(f"{label} loss {float(total.detach()):.3f}")
     module.eval()
     return TrainResult(log, resumed_from, time.perf_counter() - began)
-
-
-def _save(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    torch.save(state, tmp)
-    tmp.replace(path)
