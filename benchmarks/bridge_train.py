@@ -28,11 +28,11 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.bridge.modules import LatentBridge, batch_diversity_loss  # noqa: E402
-from harness.bridge.receiver import ReceiverPrompt  # noqa: E402
-from harness.bridge.sender_states import compute_sender_states, pad_states  # noqa: E402
-from harness.bridge.task import build_task  # noqa: E402
-from harness.experiments.base import RunContext  # noqa: E402
+from harness.kinds.bridge.modules import LatentBridge, batch_diversity_loss  # noqa: E402
+from harness.kinds.bridge.receiver import ReceiverPrompt  # noqa: E402
+from harness.kinds.bridge.sender_states import compute_sender_states, pad_states  # noqa: E402
+from harness.kinds.bridge.task import build_task  # noqa: E402
+from harness.context import RunContext  # noqa: E402
 from harness.fsutil import DEFAULT_CACHE_DIR  # noqa: E402
 from harness.models import ModelProvider  # noqa: E402
 from harness.models import lm as L  # noqa: E402

@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bridge_train import environment, setup  # noqa: E402
-from harness.bridge.modules import LatentBridge  # noqa: E402
-from harness.bridge.receiver import ReceiverPrompt, generate_texts  # noqa: E402
-from harness.bridge.sender_states import compute_sender_states, pad_states  # noqa: E402
+from harness.kinds.bridge.modules import LatentBridge  # noqa: E402
+from harness.kinds.bridge.receiver import ReceiverPrompt, generate_texts  # noqa: E402
+from harness.kinds.bridge.sender_states import compute_sender_states, pad_states  # noqa: E402
 from harness.engine import spec_hash, state_dir_for  # noqa: E402
 from harness.models import lm as L  # noqa: E402
 

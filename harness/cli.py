@@ -124,15 +124,14 @@ def validate(paths: tuple[Path, ...]):
 @click.option("--data-mirror", type=click.Path(path_type=Path, file_okay=False), default=None, envvar="HARNESS_DATA_MIRROR",
               help="Offline dataset folder laid out <mirror>/<name>/<split>.jsonl; without it datasets load from the hub.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--no-analyze", is_flag=True,
+              help="Write only records.jsonl, run.json and curves.csv (what the DVC run stage does); "
+                   "`harness analyze` adds metrics.json and figures/.")
 @user_errors
 def run(spec: Path, profile: str, overrides: tuple[str, ...], device: str, results_dir: Path, cache_dir: Path,
-        data_mirror: Path | None, quiet: bool):
-    """Run one experiment spec into results/<name>/."""
+        data_mirror: Path | None, quiet: bool, no_analyze: bool):
+    """Run one experiment spec into results/<name>/, then analyse it."""
     from harness.engine import RunSettings, run_spec
-    from harness.experiments import executor_for
-    from harness.fsutil import read_csv_rows, read_jsonl
-    from harness.report.render import _environment
-    from registry import load_spec
 
     if data_mirror is not None and not data_mirror.is_dir():
         raise SpecError(f"data mirror folder {str(data_mirror)!r} does not exist")
@@ -140,14 +139,46 @@ def run(spec: Path, profile: str, overrides: tuple[str, ...], device: str, resul
                            device=device, overrides=overrides, show_progress=not quiet)
     summary = run_spec(spec, settings)
     click.echo(f"\n{summary.name}: done in {summary.wall_seconds:.1f} s -> {summary.run_dir}/")
-    loaded = load_spec(spec, profile, overrides)
-    curves_file = summary.run_dir / "curves.csv"
-    curves = read_csv_rows(curves_file) if curves_file.is_file() else []
-    analysis = executor_for(loaded.kind).analyze(loaded, read_jsonl(summary.run_dir / "records.jsonl"), curves)
-    if analysis.tables:
-        macro = _environment().get_template("table.md.j2").module.render_table
-        click.echo(macro(analysis.tables[0]))
+    if no_analyze:
+        return
+    _analyze_and_show(spec, results_dir)
     click.echo("Run `harness report` to render every table and figure into reports/.")
+
+
+def _analyze_and_show(spec: Path, results_dir: Path) -> None:
+    from harness.analyze import analyze_run
+    from harness.report.render import render_table_md
+
+    analysis = analyze_run(spec, results_dir)
+    if analysis.tables:
+        click.echo(render_table_md(analysis.tables[0]))
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@results_option
+@user_errors
+def analyze(specs: tuple[Path, ...], results_dir: Path):
+    """Recompute metrics.json and figures/ of saved runs from their records (no models)."""
+    for spec in specs:
+        _analyze_and_show(spec, results_dir)
+        click.echo(f"analysed {results_dir / spec.stem}/")
+
+
+@main.command()
+@click.option("--write", is_flag=True, help="Write dvc.yaml instead of printing it.")
+@click.option("--params", "params_file", type=click.Path(path_type=Path), default=Path("params.yaml"), show_default=True)
+@user_errors
+def pipeline(write: bool, params_file: Path):
+    """dvc.yaml generated from params.yaml and the import graph (each stage depends on exactly what it reads)."""
+    from harness.pipeline import dvc_yaml_text
+
+    text = dvc_yaml_text(params_file)
+    if write:
+        Path("dvc.yaml").write_text(text, encoding="utf-8")
+        click.echo("wrote dvc.yaml")
+    else:
+        click.echo(text, nl=False)
 
 
 @main.command()

@@ -1,11 +1,10 @@
-"""Spec + profile -> a complete run directory, written atomically, with provenance.
+"""Spec + profile -> the run's half of a run directory, written atomically, with provenance.
 
 results/<name>/
-  metrics.json   flat numbers (DVC metrics)
   records.jsonl  one row per item / prompt / sample: enough to recompute every statistic
-  run.json       resolved spec, spec hash, profile, seed, git commit, versions, device, wall time
-  curves.csv     series for DVC plots
-  figures/       PNG figures
+  run.json       resolved spec, spec hash, profile, seed, git commit, versions, device, wall time, phase times
+  curves.csv     series for DVC plots (training logs, per-layer or per-position means)
+The analysis stage (harness/analyze.py) adds metrics.json and figures/ from those files alone.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -28,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.experiments import executor_for
-from harness.experiments.base import RunContext
+from harness import kinds
+from harness.context import RunContext
 from harness.fsutil import DEFAULT_CACHE_DIR, atomic_write_text, replace_dir, restore_interrupted, staging_dir, write_json, write_jsonl
 from harness.models import ModelProvider, resolve_device
 from registry import load_spec
@@ -56,7 +55,6 @@ class RunSummary:
     name: str
     run_dir: Path
     wall_seconds: float
-    metrics: dict = field(default_factory=dict)
 
 
 def check_runnable(spec, profile: str, data_mirror: Path | None) -> None:
@@ -145,8 +143,7 @@ def _device_info(device: torch.device) -> dict:
 
 
 def _write_curves(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
+    """Always written (an empty file when a run has no series), so the file is a fixed DVC output."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
@@ -161,7 +158,7 @@ def run_spec(spec_path: Path, settings: RunSettings) -> RunSummary:
         check_runnable(spec, settings.profile, settings.data_mirror)
     except SpecError as exc:
         raise exc.located(str(spec_path)) from None
-    executor = executor_for(spec.kind)
+    executor = kinds.executor(spec.kind)
     device = resolve_device(settings.device)
     final_dir = Path(settings.results_dir) / spec.name
     restore_interrupted(final_dir)
@@ -183,11 +180,8 @@ def run_spec(spec_path: Path, settings: RunSettings) -> RunSummary:
         except SpecError as exc:  # a spec choice the loaded model cannot honour (a layer point, a template)
             raise exc.located(str(spec_path)) from None
         wall = time.perf_counter() - t0
-        analysis = executor.analyze(spec, output.records, output.curves)
         write_jsonl(stage / "records.jsonl", output.records)
-        write_json(stage / "metrics.json", analysis.metrics)
         _write_curves(stage / "curves.csv", output.curves)
-        executor.figures(spec, output.records, output.curves, stage / "figures")
         write_json(stage / "run.json", {
             "name": spec.name,
             "kind": spec.kind,
@@ -205,10 +199,11 @@ def run_spec(spec_path: Path, settings: RunSettings) -> RunSummary:
             "data_mirror": str(settings.data_mirror) if settings.data_mirror else None,
             "started_utc": started.isoformat(timespec="seconds"),
             "wall_seconds": round(wall, 3),
+            "phases": ctx.phase_seconds,
             "n_records": len(output.records),
         })
         replace_dir(stage, final_dir)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    return RunSummary(spec.name, final_dir, wall, analysis.metrics)
+    return RunSummary(spec.name, final_dir, wall)

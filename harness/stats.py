@@ -119,6 +119,18 @@ class TTestResult(_Result):
     ci_high: float
 
 
+def mean_interval(values: Sequence[float], alpha: float = 0.05) -> tuple[float, float]:
+    """Student's t interval for the mean of a few independent values (e.g. one accuracy per training
+    seed); (NaN, NaN) for fewer than two values, a zero-width interval when they are all equal."""
+    array = _floats(values, "values")
+    if array.size < 2:
+        return float("nan"), float("nan")
+    if np.ptp(array) == 0:
+        return float(array[0]), float(array[0])
+    low, high = DescrStatsW(array).tconfint_mean(alpha=alpha)
+    return float(low), float(high)
+
+
 def welch_t_test(x: Sequence[float], y: Sequence[float], alpha: float = 0.05) -> TTestResult:
     """Two-sample t-test without assuming equal variances (Welch-Satterthwaite df)."""
     x, y = _floats(x, "x"), _floats(y, "y")

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import difflib
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
-Profile = Literal["tiny", "local", "paper"]
-PROFILES: tuple[str, ...] = ("tiny", "local", "paper")
-DType = Literal["float32", "bfloat16", "float16"]
-NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+from registry.base import NAME_PATTERN, DType, Profile, StrictModel, suggest
+from registry.catalog import dataset_catalog, model_catalog
 
-
-class StrictModel(BaseModel):
-    """Unknown fields are errors; numbers written as strings ('2e-05') are coerced."""
-
-    model_config = ConfigDict(extra="forbid", frozen=False, validate_default=True)
-
-
-def suggest(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+__all__ = ["NAME_PATTERN", "DType", "Profile", "StrictModel", "suggest", "ModelName", "ModelList", "DatasetName",
+           "SourceRef", "ExpectedValue", "SpecBase"]
 
 
 def _known_model(name: str) -> str:
-    from registry.catalog import model_catalog
-
     known = sorted(model_catalog())
     if name not in known:
         raise ValueError(f"unknown model {name!r}{suggest(name, known)} (models are listed in registry/catalog/models.yaml)")
@@ -35,8 +22,6 @@ def _known_model(name: str) -> str:
 
 
 def _known_dataset(name: str) -> str:
-    from registry.catalog import dataset_catalog
-
     known = sorted(dataset_catalog())
     if name not in known:
         raise ValueError(f"unknown dataset {name!r}{suggest(name, known)} (datasets are listed in registry/catalog/datasets.yaml)")
@@ -100,4 +85,8 @@ class SpecBase(StrictModel):
 
     def data_needs(self) -> list[tuple[str, str]]:
         """(dataset, split) pairs the run will read (kinds override this)."""
+        return []
+
+    def input_files(self) -> list[str]:
+        """Files besides the spec that loading it reads, relative to the spec file (kinds override this)."""
         return []

@@ -10,46 +10,18 @@ surfaces as one SpecError line naming the file and field.
 from __future__ import annotations
 
 import copy
-import re
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
 from pydantic import ValidationError
 
-from registry.common import PROFILES
+from registry.base import PROFILES
 from registry.errors import SpecError, format_validation_error
+from registry.kinds import SPEC_ADAPTER
+from registry.yaml_io import parse_yaml
 
 NOT_INHERITED = ("name", "expected")
-
-
-class _SpecYamlLoader(yaml.SafeLoader):
-    """SafeLoader that also reads '1e-5' and '2e-05' as floats (YAML 1.2 does; 1.1 does not)."""
-
-
-_FLOAT = re.compile(
-    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |\.[0-9_]+(?:[eE][-+][0-9]+)?
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""",
-    re.X,
-)
-_SpecYamlLoader.yaml_implicit_resolvers = {
-    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_SpecYamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
-
-
-def parse_yaml(text: str, where: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_SpecYamlLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        place = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"YAML syntax error: {problem}", place) from None
 
 
 def read_yaml_mapping(path: Path) -> dict:
@@ -93,6 +65,26 @@ def resolve_extends(path: Path, _chain: tuple[Path, ...] = ()) -> dict:
     for key in NOT_INHERITED:
         parent.pop(key, None)
     return deep_merge(parent, data)
+
+
+def extends_chain(path: Path) -> list[Path]:
+    """The spec file and every file its `extends:` chain reads, child first (paths as given, not resolved)."""
+    path = Path(path)
+    chain = [path]
+    while True:
+        parent_ref = read_yaml_mapping(chain[-1]).get("extends")
+        if not isinstance(parent_ref, str) or len(chain) > 64:
+            return chain
+        chain.append(Path(chain[-1].parent, parent_ref))
+
+
+def spec_files_read(path: str | Path) -> list[Path]:
+    """Every file loading `path` reads: the spec, its `extends:` chain and the files its fields name
+    (e.g. a prompts file), normalised relative to the working folder. These are a run's spec inputs."""
+    path = Path(path)
+    spec = load_spec(path, "local")
+    files = extends_chain(path) + [path.parent / name for name in spec.input_files()]
+    return list(dict.fromkeys(Path(os.path.normpath(f)) for f in files))
 
 
 def apply_overrides(data: dict, assignments: Iterable[str]) -> dict:
@@ -158,8 +150,6 @@ def validate_mapping(data: dict, where: str, spec_dir: Path | None = None, profi
     """Validate a merged mapping. Validators see context["spec_dir"] (so fields naming other
     files resolve relative to the spec) and context["profile"] (so layer indices and hidden
     sizes are checked against the catalog models of the profile the spec will run under)."""
-    from registry.kinds import SPEC_ADAPTER
-
     try:
         return SPEC_ADAPTER.validate_python(data, context={"spec_dir": spec_dir, "profile": profile})
     except ValidationError as exc:

@@ -37,7 +37,8 @@ prompts:
 @pytest.fixture(scope="session")
 def tiny_paper_run(tmp_path_factory):
     """The paper residual-gain spec (eight architectures) run once in the tiny profile."""
-    from harness.engine import RunSettings, run_spec
+    from harness.engine import RunSettings
+    from harness.workflow import run_and_analyze as run_spec
 
     results = tmp_path_factory.mktemp("results")
     settings = RunSettings(profile="tiny", results_dir=results, cache_dir=tmp_path_factory.mktemp("cache"),

@@ -8,10 +8,12 @@ import torch
 
 from conftest import REPO
 from harness import stats
-from harness.bridge.modules import LatentBridge, StatisticalNormalizer, batch_diversity_loss
-from harness.bridge.task import judge, match_label, passkey_items
-from harness.bridge.training import batch_indices, warmup_cosine
-from harness.engine import RunSettings, run_spec
+from harness.kinds.bridge.modules import LatentBridge, StatisticalNormalizer, batch_diversity_loss
+from harness.kinds.bridge.answers import judge
+from harness.kinds.bridge.task import match_label, passkey_items
+from harness.kinds.bridge.training import batch_indices, warmup_cosine
+from harness.engine import RunSettings
+from harness.workflow import run_and_analyze as run_spec
 from harness.fsutil import read_jsonl
 from registry import SpecError, load_spec
 from registry.kinds.bridge import BridgeArchSpec
@@ -125,8 +127,8 @@ def test_bridge_output_has_the_receiver_scale_and_ignores_padding(scaling):
 
 # ------------------------------------------------------------------ the receiver path against a naive computation
 def test_sliced_logits_after_a_cached_primer_equal_the_full_forward_loss(tmp_path):
-    from harness.bridge.receiver import ReceiverPrompt
-    from harness.bridge.task import TaskData, TaskItem
+    from harness.kinds.bridge.receiver import ReceiverPrompt
+    from harness.kinds.bridge.task import TaskData, TaskItem
     from harness.models import load_model
     from harness.models import lm as L
 
@@ -152,7 +154,7 @@ def test_sliced_logits_after_a_cached_primer_equal_the_full_forward_loss(tmp_pat
 
 
 def test_sender_states_stop_at_the_layer_and_come_back_from_the_cache(tmp_path):
-    from harness.bridge.sender_states import sender_states
+    from harness.kinds.bridge.sender_states import sender_states
     from harness.models import ActivationCapture, load_model
 
     sender = load_model("llama31_8b_instruct", "tiny", cache_dir=tmp_path, device=torch.device("cpu"))
@@ -222,7 +224,7 @@ def test_training_lowers_the_loss_and_logs_each_loss(tiny_sst2):
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, tiny_sst2):
-    import harness.experiments.bridge as executor
+    import harness.kinds.bridge.executor as executor
 
     calls = {"n": 0}
     original = executor.batch_diversity_loss
@@ -237,7 +239,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, ti
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "results", tmp_path / "cache")
     assert not (tmp_path / "results" / "sst2_8tok").exists(), "nothing half-written"
-    checkpoints = list((tmp_path / "cache" / "state").glob("sst2_8tok-*/bridge.pt"))
+    checkpoints = list((tmp_path / "cache" / "state").glob("sst2_8tok-*/bridge.seed*.pt"))
     assert len(checkpoints) == 1 and torch.load(checkpoints[0], weights_only=False)["step"] == 4
     monkeypatch.setattr(executor, "batch_diversity_loss", original)
     resumed = _run(tmp_path / "results", tmp_path / "cache")

@@ -6,7 +6,8 @@ import math
 import pytest
 
 from conftest import SPECS
-from harness.engine import RunSettings, run_spec
+from harness.engine import RunSettings
+from harness.workflow import run_and_analyze as run_spec
 from harness.fsutil import read_jsonl
 
 

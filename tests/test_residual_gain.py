@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import REPO
-from harness.engine import RunSettings, run_spec
+from harness.engine import RunSettings
+from harness.workflow import run_and_analyze as run_spec
 from harness.fsutil import read_jsonl
 from harness.models.tiny import build_tiny_model
 from registry import load_spec
@@ -76,7 +77,7 @@ def test_gains_match_independently_recomputed_norms(tiny_paper_run, model, tmp_p
 
 
 def test_cumulative_energy_is_the_product_of_block_gains(tiny_paper_run):
-    from harness.experiments.residual_gain import derive
+    from harness.kinds.residual_gain.analysis import derive
 
     for record in read_jsonl(tiny_paper_run.run_dir / "records.jsonl"):
         derived = derive(record, 0.25)
@@ -109,12 +110,12 @@ def test_a_crash_leaves_the_previous_result_untouched(tmp_path, monkeypatch):
     run_dir = run_spec(PAPER, settings).run_dir
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
 
-    import harness.experiments.residual_gain as executor
+    import harness.kinds.residual_gain.executor as executor
 
     def crash(*args):
-        raise RuntimeError("simulated crash while analysing")
+        raise RuntimeError("simulated crash while measuring")
 
-    monkeypatch.setattr(executor, "analyze", crash)
+    monkeypatch.setattr(executor, "entropy_nats", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_spec(PAPER, settings)
     after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}

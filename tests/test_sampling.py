@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from harness.sampling import draw, filter_logits, invalid_prob_rows, mask_nonfinite, stream_seed, uniform_stream
+from harness.kinds.tre_sweep.sampling import draw, filter_logits, invalid_prob_rows, mask_nonfinite, stream_seed, uniform_stream
 
 P = [0.4, 0.3, 0.15, 0.1, 0.05]
 
@@ -53,7 +53,7 @@ def test_top_p_after_top_k_renormalises_like_transformers():
 
 
 def test_inverse_cdf_draw():
-    from harness.sampling import Candidates
+    from harness.kinds.tre_sweep.sampling import Candidates
 
     cands = Candidates(torch.tensor([[7, 3, 9]] * 5), torch.tensor([[0.5, 0.3, 0.2]] * 5))
     u = torch.tensor([0.1, 0.5, 0.79, 0.81, 0.9999])
@@ -64,7 +64,7 @@ def test_inverse_cdf_draw():
 
 
 def test_draw_frequencies_follow_the_filtered_distribution():
-    from harness.sampling import Candidates
+    from harness.kinds.tre_sweep.sampling import Candidates
 
     logits = torch.log(torch.tensor([P]))
     cands = filter_logits(logits, torch.tensor([1.0]), torch.tensor([3]), torch.tensor([1.0]))

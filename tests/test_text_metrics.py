@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from harness.text_metrics import (bigram_diversity, char_entropy, generation_metrics, jaccard, mean_pairwise_jaccard,
+from harness.kinds.tre_sweep.text_metrics import (bigram_diversity, char_entropy, generation_metrics, jaccard, mean_pairwise_jaccard,
                                   vocab_diversity, words)
 
 TEXT = "The cat saw the cat. It's the cat's hat!"

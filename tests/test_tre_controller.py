@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from harness.sampling import uniform_stream
-from harness.tre.controller import BaselineController, RandomController
-from harness.tre.signal import EMA, aggregate, params_from_unit, random_params, unit_from_signal
+from harness.kinds.tre_sweep.sampling import uniform_stream
+from harness.kinds.tre_sweep.controller import BaselineController, RandomController
+from harness.kinds.tre_sweep.signal import EMA, aggregate, params_from_unit, random_params, unit_from_signal
 from registry.kinds.tre_sweep import Directions, FixedParams, LinearClipMapping, Ranges, SigmoidMapping
 
 RANGES = Ranges.model_validate({"temperature": {"lo": 0.6, "hi": 0.8}, "top_p": {"lo": 0.85, "hi": 1.0},

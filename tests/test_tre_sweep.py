@@ -11,13 +11,14 @@ import torch
 
 from conftest import REPO
 from harness import stats
-from harness.engine import RunSettings, run_spec
+from harness.engine import RunSettings
+from harness.workflow import run_and_analyze as run_spec
 from harness.fsutil import read_jsonl
-from harness.generation import generate_rows
+from harness.kinds.tre_sweep.generation import generate_rows
 from harness.models import NonFiniteActivationError, load_model
-from harness.sampling import uniform_stream
-from harness.tre.calibration import calibrate
-from harness.tre.controller import BaselineController
+from harness.kinds.tre_sweep.sampling import uniform_stream
+from harness.kinds.tre_sweep.calibration import calibrate
+from harness.kinds.tre_sweep.controller import BaselineController
 from registry import SpecError, load_spec
 from registry.kinds.tre_sweep import FixedParams
 

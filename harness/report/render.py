@@ -1,12 +1,12 @@
 """results/ + specs/ -> reports/*.md and reports/*.tex (booktabs), with figures.
 
-Statistics are recomputed from each run's records.jsonl with the executor's `analyze`, so
-a saved run can be re-analysed after the analysis code improves, without running models.
+Statistics are recomputed from each run's records.jsonl with the kind's `analyze`, so a saved
+run can be re-analysed after the analysis code improves, without running models. Kinds are
+reached only through the registry in harness/kinds/__init__.py.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from dataclasses import dataclass, field
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import jinja2
 
-from harness.experiments import executor_for
-from harness.fsutil import read_csv_rows, read_jsonl, replace_dir, staging_dir
+from harness import kinds
+from harness.analyze import analyze_saved, load_run
+from harness.fsutil import replace_dir, staging_dir
 from harness.report.tables import Analysis, Column, Table, format_cell
 from registry import load_spec
 from registry.errors import SpecError
-from registry.kinds import SPEC_ADAPTER
 
 _TEX_REPLACEMENTS = [
     ("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"), ("_", r"\_"),
@@ -52,6 +52,10 @@ def _environment() -> jinja2.Environment:
     env.filters["md"] = md_escape
     env.filters["cell"] = format_cell
     return env
+
+
+def render_table_md(table: Table) -> str:
+    return _environment().get_template("table.md.j2").module.render_table(table)
 
 
 @dataclass
@@ -91,23 +95,15 @@ def collect(spec_paths: list[Path], results_dir: Path) -> list[SpecReport]:
     reports = []
     for path in spec_paths:
         run_dir = Path(results_dir) / path.stem
-        run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else None
-        spec = load_spec(path, run["profile"] if run else "paper")
-        report = SpecReport(spec.name, spec, str(path), run)
-        if run is not None:
-            try:
-                run_spec = SPEC_ADAPTER.validate_python(run["spec"])
-            except Exception:
-                run_spec = spec
-                report.notes.append("The run's recorded spec no longer validates; analysed with the current spec file.")
-            if run_spec.model_dump(mode="json") != spec.model_dump(mode="json"):
-                report.notes.append("The spec file changed after this run; the tables describe the run as it was made.")
-            records = read_jsonl(run_dir / "records.jsonl")
-            curves = read_csv_rows(run_dir / "curves.csv") if (run_dir / "curves.csv").is_file() else []
-            report.analysis = executor_for(spec.kind).analyze(run_spec, records, curves)
+        saved = load_run(run_dir, path)
+        spec = load_spec(path, saved.run["profile"] if saved else "paper")
+        report = SpecReport(spec.name, spec, str(path), saved.run if saved else None)
+        if saved is not None:
+            report.notes.extend(saved.notes)
+            report.analysis = analyze_saved(saved)
             report.notes.extend(report.analysis.notes)
             report.figures = sorted(p.name for p in (run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
-        report.expected_table = _expected_table(spec, report.analysis, run)
+        report.expected_table = _expected_table(spec, report.analysis, report.run)
         reports.append(report)
     return reports
 
@@ -132,11 +128,11 @@ def build_reports(spec_paths: list[Path], results_dir: Path, out_dir: Path) -> l
                 written.append(out_dir / f"{report.name}.{ext}")
         summaries = []
         for kind in sorted({r.spec.kind for r in reports}):
-            executor = executor_for(kind)
-            if not hasattr(executor, "summary"):
+            summarizer = kinds.summarizer(kind)
+            if summarizer is None:
                 continue
             name = f"{kind}_summary"
-            tables, notes, figures = executor.summary([r for r in reports if r.spec.kind == kind], stage / "figures" / name)
+            tables, notes, figures = summarizer.summary([r for r in reports if r.spec.kind == kind], stage / "figures" / name)
             figures = [f"figures/{name}/{Path(f).name}" for f in figures]
             summaries.append(name)
             for ext in ("md", "tex"):

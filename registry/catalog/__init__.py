@@ -12,10 +12,10 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, model_validator
 
-from registry.common import DType, Profile, StrictModel
+from registry.base import DType, Profile, StrictModel, suggest
 from registry.errors import SpecError, format_validation_error
 from registry.catalog.tiny_defaults import TINY_DEFAULTS
-from registry.loader import parse_yaml
+from registry.yaml_io import parse_yaml
 
 SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 TINY_ARCHITECTURES = tuple(TINY_DEFAULTS)
@@ -154,8 +154,6 @@ def dataset_catalog() -> dict[str, DatasetEntry]:
 
 
 def model_entry(name: str) -> ModelEntry:
-    from registry.common import suggest
-
     catalog = model_catalog()
     if name not in catalog:
         raise SpecError(f"unknown model {name!r}{suggest(name, sorted(catalog))}")
@@ -163,8 +161,6 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def dataset_entry(name: str) -> DatasetEntry:
-    from registry.common import suggest
-
     catalog = dataset_catalog()
     if name not in catalog:
         raise SpecError(f"unknown dataset {name!r}{suggest(name, sorted(catalog))}")

@@ -21,6 +21,8 @@ from registry.common import DatasetName, ModelName, SpecBase, StrictModel
 Method = Literal["bridge", "sender_text", "receiver_text", "sender_few_shot", "receiver_few_shot",
                  "text_relay", "noise", "prompt_tuning", "random"]
 ALL_METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
+# Methods whose result depends on a training seed (noise is drawn at the trained bridge's output scale).
+SEEDED_METHODS: tuple[str, ...] = ("bridge", "noise", "prompt_tuning")
 PASSKEY = "passkey"
 ITEM_FIELDS = {"classification": {"text"}, "multiple_choice": {"question", "choices"},
                "generation": {"question"}, PASSKEY: {"text"}}
@@ -166,6 +168,17 @@ class TrainingSpec(StrictModel):
     quick_eval_every: int = Field(100, ge=1, description="Steps between quick evaluations (scored accuracy)")
     quick_eval_items: int = Field(32, ge=1)
     checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints (an interrupted run resumes)")
+    seeds: list[int] = Field(default_factory=list, description=(
+        "Training seeds of the seeded methods (bridge, noise soft tokens, prompt tuning), each trained and "
+        "evaluated once per seed on the same items; empty = the spec's `seed` only. The items, the text "
+        "baselines and chance use `seed` and run once."))
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+            raise ValueError(f"training.seeds must be distinct non-negative integers, got {seeds}")
+        return seeds
 
 
 class PromptTuningSpec(StrictModel):
@@ -218,6 +231,10 @@ class BridgeSpec(SpecBase):
                 raise ValueError(f"bridge.{role}_hidden_size is {declared}, but {name} has hidden size {actual} "
                                  f"under the {profile} profile")
         return self
+
+    def training_seeds(self) -> list[int]:
+        """The seeds the seeded methods run with; the first one's rows also hold the deterministic methods."""
+        return list(self.training.seeds) or [self.seed]
 
     def model_names(self) -> list[str]:
         return [self.sender, self.receiver]

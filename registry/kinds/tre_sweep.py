@@ -12,6 +12,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, StrictFloat, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator
 
+from registry.errors import SpecError, format_validation_error
+from registry.yaml_io import parse_yaml
 from registry.common import NAME_PATTERN, DType, ModelList, SpecBase, StrictModel, suggest
 
 REPORT_CATEGORIES = ("creative", "metacognitive", "technical", "self_awareness", "analytical",
@@ -36,9 +38,6 @@ class PromptFile(StrictModel):
 
 def read_prompt_file(path: Path) -> list[CategorisedPrompt]:
     """Prompts from a YAML file; any problem is one ValueError line naming the file."""
-    from registry.errors import SpecError, format_validation_error
-    from registry.loader import parse_yaml
-
     if not path.is_file():
         raise ValueError(f"file not found: {path}")
     try:
@@ -92,6 +91,9 @@ class IntRange(StrictModel):
         if self.lo > self.hi:
             raise ValueError(f"lo ({self.lo}) must not exceed hi ({self.hi})")
         return self
+
+
+SAMPLING_PARAMS = ("temperature", "top_p", "top_k")  # the per-token parameters a controller sets
 
 
 class Ranges(StrictModel):
@@ -297,6 +299,9 @@ class TRESweepSpec(SpecBase):
             raise ValueError(f"use_per_category ({self.use_per_category}) exceeds prompts_per_category "
                              f"({self.prompts_per_category})")
         return self
+
+    def input_files(self) -> list[str]:
+        return [self.prompts_file]
 
     def selected_prompts(self) -> list[CategorisedPrompt]:
         """The prompts this run generates from: all, or the first `use_per_category` of each category."""

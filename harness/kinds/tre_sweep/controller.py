@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from harness.models import ActivationCapture
-from harness.tre.calibration import NeuronCalibration, capture_kwargs
-from harness.tre.signal import EMA, aggregate, params_from_unit, random_params, standardise, unit_from_signal
+from harness.kinds.tre_sweep.calibration import NeuronCalibration, capture_kwargs
+from harness.kinds.tre_sweep.signal import EMA, aggregate, params_from_unit, random_params, standardise, unit_from_signal
 from registry.kinds.tre_sweep import FixedParams, Ranges
 
 

@@ -2,28 +2,23 @@
 
 `run` calibrates each model, then generates every (prompt, trial) under every condition with
 the same per-(prompt, trial) random stream, and stores the text and the parameters chosen at
-every token. `analyze` scores the texts and computes every statistic from those records.
+every token. `analysis.analyze` scores the texts and computes every statistic from those records.
 Definitions (controller, mapping, metrics) are in registry/kinds/tre_sweep.py.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from harness.experiments.base import RunContext, RunOutput
-from harness.generation import generate_rows
+from harness.context import RunContext, RunOutput
+from harness.kinds.tre_sweep.generation import generate_rows
 from harness.models import NonFiniteActivationError
-from harness.report.tables import Analysis
-from harness.sampling import stream_seed, uniform_stream
-from harness.tre.analysis import PARAMS, analyze_records
-from harness.tre.calibration import calibrate
-from harness.tre.controller import BaselineController, NeuralController, RandomController
-from harness.tre.figures import write_figures
+from harness.kinds.tre_sweep.sampling import stream_seed, uniform_stream
+from harness.kinds.tre_sweep.calibration import calibrate
+from harness.kinds.tre_sweep.controller import BaselineController, NeuralController, RandomController
 from registry.errors import SpecError
-from registry.kinds.tre_sweep import TRESweepSpec
+from registry.kinds.tre_sweep import SAMPLING_PARAMS as PARAMS, TRESweepSpec
 
 
 # ----------------------------------------------------------------------------- run
@@ -138,12 +133,3 @@ def _curves(records: list[dict]) -> list[dict]:
     depth = max((len(s) for s in columns.values()), default=0)
     return [{"position": t, **{k: (round(float(np.mean(s[t])), 6) if t < len(s) and s[t] else "")
                                for k, s in columns.items()}} for t in range(depth)]
-
-
-# ----------------------------------------------------------------------------- analysis, figures
-def analyze(spec: TRESweepSpec, records: list[dict], curves: list[dict] | None = None) -> Analysis:
-    return analyze_records(spec, records)
-
-
-def figures(spec: TRESweepSpec, records: list[dict], curves: list[dict], out_dir: Path) -> list[Path]:
-    return write_figures(spec, records, out_dir)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from harness.bridge.task import TaskData
+from harness.kinds.bridge.task import TaskData
 from harness.models import LoadedModel
 from harness.models import lm as L
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from harness.models import NonFiniteActivationError, check_finite
-from harness.sampling import draw, filter_logits, invalid_prob_rows, mask_nonfinite
+from harness.kinds.tre_sweep.sampling import draw, filter_logits, invalid_prob_rows, mask_nonfinite
 
 
 @dataclass

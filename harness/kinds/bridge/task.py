@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from harness.data import DataError
+from harness.kinds.bridge.answers import normalise_number
 from registry.kinds.bridge import PASSKEY, BridgeSpec
 
 PASSKEY_FILLER = (
@@ -75,7 +76,7 @@ class TaskData:
             return match.group(0) if match else None
         if kind == "generation":
             match = re.search(r"-?\d[\d,]*(?:\.\d+)?", first_line)
-            return _number(match.group(0)) if match else None
+            return normalise_number(match.group(0)) if match else None
         return match_label(first_line, self.verbalizers)
 
     def correct(self, item: TaskItem, prediction) -> bool:
@@ -84,7 +85,7 @@ class TaskData:
         if self.is_classification:
             return prediction == item.label
         if self.task.task_type == "generation":
-            return prediction == _number(item.answer)
+            return prediction == normalise_number(item.answer)
         return prediction == item.answer
 
     def digit_accuracy(self, item: TaskItem, prediction: str | None) -> float:
@@ -106,11 +107,6 @@ def match_label(text: str, verbalizers: list[str]) -> int | None:
         return max(starts, key=lambda i: len(names[i]))
     inside = [i for i, n in enumerate(names) if re.search(rf"(^|\W){re.escape(n)}($|\W)", said)]
     return inside[0] if len(inside) == 1 else None
-
-
-def _number(text: str) -> str:
-    value = text.replace(",", "")
-    return value[:-2] if value.endswith(".0") else value
 
 
 def _to_task_item(spec: BridgeSpec, raw: dict) -> TaskItem:
@@ -165,14 +161,3 @@ def build_task(spec: BridgeSpec, ctx) -> TaskData:
     demos = [to_item(r) for r in train_raw[:n_demos]]
     train = [to_item(r) for r in train_raw[n_demos: n_demos + n_train]]
     return TaskData(spec, train, [to_item(r) for r in eval_raw], demos)
-
-
-def judge(task_type: str, record: dict, prediction) -> bool:
-    """Whether a saved prediction is right, from the record alone (used when re-analysing a run)."""
-    if prediction is None:
-        return False
-    if task_type in ("classification", "multiple_choice"):
-        return prediction == record["label"]
-    if task_type == "generation":
-        return str(prediction) == _number(record["answer"])
-    return prediction == record["answer"]

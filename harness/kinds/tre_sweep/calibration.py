@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from harness.generation import tokenize_left_padded
+from harness.kinds.tre_sweep.generation import tokenize_left_padded
 from harness.models import ActivationCapture, NonFiniteActivationError
-from harness.tre.signal import aggregate, standardise
+from harness.kinds.tre_sweep.signal import aggregate, standardise
 from registry.errors import SpecError
 
 

@@ -1,15 +1,10 @@
-"""What an executor receives and returns. Each kind's module provides:
-
-    run(spec, ctx) -> RunOutput                       the expensive part: models, data, records
-    analyze(spec, records, curves) -> Analysis        metrics and tables, recomputable from the saved run
-    figures(spec, records, curves, out_dir) -> list of written figure paths
-    summary(entries) -> list[Table]                   optional: tables across all specs of the kind
-
-`curves` are the rows of curves.csv (training logs and other series), as dicts.
-"""
+"""What an executor receives (RunContext) and returns (RunOutput); see harness/kinds/__init__.py
+for the contract. `curves` are the rows of curves.csv (training logs and other series), as dicts."""
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +32,17 @@ class RunContext:
     cache_dir: Path | None = None  # shared, content-addressed caches (e.g. sender hidden states)
     data_mirror: Path | None = None
     show_progress: bool = True
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # recorded in run.json as `phases`
+
+    @contextmanager
+    def phase(self, name: str):
+        """Time a phase of the run (model loading, sender states, training, one method's evaluation);
+        a phase entered twice accumulates."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phase_seconds[name] = round(self.phase_seconds.get(name, 0.0) + time.perf_counter() - start, 3)
 
     def progress(self, iterable=None, **kwargs):
         return tqdm(iterable, disable=not self.show_progress, dynamic_ncols=True, **kwargs)

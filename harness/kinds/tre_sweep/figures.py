@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from harness.report.figures import pyplot, save_figure
-from harness.tre.analysis import PARAMS, metric_values, scored_generations
-from registry.kinds.tre_sweep import TRESweepSpec
+from harness.kinds.tre_sweep.analysis import metric_values, scored_generations
+from harness.report.tables import Analysis
+from registry.kinds.tre_sweep import SAMPLING_PARAMS as PARAMS, TRESweepSpec
 
 
-def write_figures(spec: TRESweepSpec, records: list[dict], out_dir: Path) -> list[Path]:
+def figures(spec: TRESweepSpec, analysis: Analysis, records: list[dict], curves: list[dict], out_dir: Path) -> list[Path]:
     plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     gens = scored_generations(records)

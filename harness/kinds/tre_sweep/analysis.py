@@ -15,13 +15,12 @@ import numpy as np
 
 from harness import stats
 from harness.report.tables import Analysis, Column, Table
-from harness.text_metrics import generation_metrics, mean_pairwise_jaccard, words
-from registry.kinds.tre_sweep import TRESweepSpec
+from harness.kinds.tre_sweep.text_metrics import generation_metrics, mean_pairwise_jaccard, words
+from registry.kinds.tre_sweep import SAMPLING_PARAMS as PARAMS, TRESweepSpec
 
 METRICS = ("vocab_diversity", "bigram_diversity", "char_entropy", "word_count")
 EFFECT_METRICS = ("vocab_diversity", "bigram_diversity")
 COMPARISONS = (("neural", "baseline"), ("neural", "random"), ("random", "baseline"))
-PARAMS = ("temperature", "top_p", "top_k")
 LABELS = {"vocab_diversity": "vocab diversity", "bigram_diversity": "bigram diversity",
           "char_entropy": "char entropy", "word_count": "words"}
 
@@ -55,7 +54,7 @@ def _with_reported(expected: dict, fragment: str) -> bool:
     return any(fragment in key for key in expected)
 
 
-def analyze_records(spec: TRESweepSpec, records: list[dict]) -> Analysis:
+def analyze(spec: TRESweepSpec, records: list[dict], curves: list[dict] | None = None) -> Analysis:
     out = Analysis()
     expected = {e.metric: e.value for e in spec.expected}
     gens = scored_generations(records)

@@ -1,0 +1,76 @@
+"""The analysis stage: a run directory's records -> metrics.json and figures/, without models.
+
+It reads only what the run stage wrote (records.jsonl, run.json, curves.csv) and analyses it with
+the spec as it was run (recorded in run.json), so `dvc repro` reruns it, and not the models, when
+analysis or figure code changes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import kinds
+from harness.fsutil import read_csv_rows, read_jsonl, replace_dir, staging_dir, write_json
+from harness.report.tables import Analysis
+from registry import load_spec
+from registry.errors import SpecError
+from registry.kinds import SPEC_ADAPTER
+
+
+@dataclass
+class SavedRun:
+    run: dict
+    records: list[dict]
+    curves: list[dict]
+    spec: object  # the spec as it was run
+    notes: list[str]
+
+
+def load_run(run_dir: Path, spec_path: Path) -> SavedRun | None:
+    """A run directory's files, or None if it holds no complete run. The run is analysed with the spec
+    recorded in run.json; the spec file as it is now (under the run's profile) is compared with it."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").is_file() or not (run_dir / "records.jsonl").is_file():
+        return None
+    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    current_spec = load_spec(spec_path, run["profile"])
+    notes = []
+    try:
+        spec = SPEC_ADAPTER.validate_python(run["spec"])
+    except Exception:
+        spec = current_spec
+        notes.append("The run's recorded spec no longer validates; analysed with the current spec file.")
+    if spec.model_dump(mode="json") != current_spec.model_dump(mode="json"):
+        notes.append("The spec file changed after this run; the tables describe the run as it was made.")
+    curves_file = run_dir / "curves.csv"
+    curves = read_csv_rows(curves_file) if curves_file.is_file() else []
+    return SavedRun(run, read_jsonl(run_dir / "records.jsonl"), curves, spec, notes)
+
+
+def analyze_saved(saved: SavedRun) -> Analysis:
+    return kinds.analyzer(saved.spec.kind).analyze(saved.spec, saved.records, saved.curves)
+
+
+def analyze_run(spec_path: Path, results_dir: Path, name: str | None = None) -> Analysis:
+    """Write results/<name>/metrics.json and results/<name>/figures/ from the saved run of `spec_path`
+    (`name`: the spec's name, by default read from the spec file)."""
+    spec_path = Path(spec_path)
+    run_dir = Path(results_dir) / (name or load_spec(spec_path, "local").name)
+    saved = load_run(run_dir, spec_path)
+    if saved is None:
+        raise SpecError(f"no saved run in {run_dir}/ (run.json and records.jsonl); run `harness run {spec_path}` first",
+                        str(spec_path))
+    analysis = analyze_saved(saved)
+    figure_dir = run_dir / "figures"
+    stage = staging_dir(figure_dir)
+    try:
+        kinds.figure_maker(saved.spec.kind).figures(saved.spec, analysis, saved.records, saved.curves, stage)
+        replace_dir(stage, figure_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    write_json(run_dir / "metrics.json", analysis.metrics)
+    return analysis

@@ -1,1 +1,0 @@
-"""The latent bridge: modules, sender-state cache, receiver inputs, training, evaluation."""

@@ -1,0 +1,84 @@
+"""The registry of experiment kinds and the contract each kind's package fulfils.
+
+Everything that belongs to one kind lives in `harness/kinds/<kind>/` (the name of its spec model's
+`kind`, whose model is `registry/kinds/<kind>.py`):
+
+    executor.py   run(spec, ctx) -> RunOutput                 models -> records (the expensive part)
+    analysis.py   analyze(spec, records, curves) -> Analysis  records -> metrics, tables, notes
+    figures.py    figures(spec, analysis, records, curves, out_dir) -> list[Path]
+    summary.py    optional: summary(entries, figure_dir) -> (tables, notes, figure paths), across specs
+
+The core (engine, analysis stage, report) reaches a kind only through the functions below, which
+import the kind's module by name; no core module imports a kind, and kinds never import each
+other (tests/test_import_graph.py). Keeping the three steps in separate modules is what lets DVC
+rerun an analysis without rerunning the models: a run stage depends only on the executor's imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from registry.kinds import KINDS
+
+if TYPE_CHECKING:
+    from harness.context import RunContext, RunOutput
+    from harness.report.tables import Analysis, Table
+
+
+@runtime_checkable
+class Executor(Protocol):
+    def run(self, spec: Any, ctx: RunContext) -> RunOutput: ...
+
+
+@runtime_checkable
+class Analyzer(Protocol):
+    def analyze(self, spec: Any, records: list[dict], curves: list[dict] | None = None) -> Analysis: ...
+
+
+@runtime_checkable
+class FigureMaker(Protocol):
+    def figures(self, spec: Any, analysis: Analysis, records: list[dict], curves: list[dict],
+                out_dir: Path) -> list[Path]: ...
+
+
+@runtime_checkable
+class Summarizer(Protocol):
+    def summary(self, entries: list, figure_dir: Path) -> tuple[list[Table], list[str], list[Path]]: ...
+
+
+STEPS = {"executor": Executor, "analysis": Analyzer, "figures": FigureMaker, "summary": Summarizer}
+
+
+def module_name(kind: str, step: str) -> str:
+    return f"{__name__}.{kind}.{step}"
+
+
+def _load(kind: str, step: str):
+    if kind not in KINDS:
+        raise KeyError(f"no spec kind {kind!r}")
+    module = importlib.import_module(module_name(kind, step))
+    if not isinstance(module, STEPS[step]):
+        raise TypeError(f"{module.__name__} does not provide the {STEPS[step].__name__} contract")
+    return module
+
+
+def executor(kind: str) -> Executor:
+    return _load(kind, "executor")
+
+
+def analyzer(kind: str) -> Analyzer:
+    return _load(kind, "analysis")
+
+
+def figure_maker(kind: str) -> FigureMaker:
+    return _load(kind, "figures")
+
+
+def summarizer(kind: str) -> Summarizer | None:
+    """The kind's cross-spec summary, or None if it has none."""
+    if importlib.util.find_spec(module_name(kind, "summary")) is None:
+        return None
+    return _load(kind, "summary")

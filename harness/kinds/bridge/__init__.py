@@ -1,0 +1,1 @@
+"""The latent bridge (seed 002): modules, sender-state cache, receiver inputs, training, evaluation, analysis."""

@@ -1,0 +1,287 @@
+"""Latent bridge, the analysis: accuracies with Wilson intervals, invalid rates, per-class accuracy,
+McNemar tests, soft-token statistics and training summaries, all recomputed from records.jsonl."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from harness import stats
+from harness.kinds.bridge.answers import judge
+from harness.report.tables import Analysis, Column, Table
+from registry.kinds.bridge import PASSKEY, SEEDED_METHODS, BridgeSpec
+
+METHOD_NAMES = {
+    "bridge": "Bridge", "sender_text": "Sender text (0-shot)", "receiver_text": "Receiver text (0-shot)",
+    "sender_few_shot": "Sender text (few-shot)", "receiver_few_shot": "Receiver text (few-shot)",
+    "text_relay": "Text relay", "noise": "Noise soft tokens", "prompt_tuning": "Prompt tuning (receiver only)",
+    "random": "Random chance",
+}
+SCORINGS = {"generation": "generation", "scored": "scored"}
+
+
+def first_expected(spec) -> dict:
+    """metric -> the first reported value listed for it (later entries are alternatives the report also gave)."""
+    found: dict = {}
+    for exp in spec.expected:
+        found.setdefault(exp.metric, exp.value)
+    return found
+
+
+def _correct(spec: BridgeSpec, records: list[dict], method: str, scoring: str) -> list[bool] | None:
+    if any(scoring not in r[method] for r in records):
+        return None
+    return [judge(spec.task.task_type, r, r[method][scoring]) for r in records]
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _with_ci(successes: int, n: int) -> str:
+    low, high = stats.wilson_interval(successes, n)
+    return f"{100 * successes / n:.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _set_accuracy(out: Analysis, key: str, hits: list[bool]) -> str:
+    """Set `<key>.accuracy`, `.ci_low` and `.ci_high` (Wilson 95%) and return the table cell."""
+    low, high = stats.wilson_interval(sum(hits), len(hits))
+    out.set(f"{key}.accuracy", float(np.mean(hits)))
+    out.set(f"{key}.ci_low", low)
+    out.set(f"{key}.ci_high", high)
+    return f"{100 * sum(hits) / len(hits):.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def seed_views(records: list[dict]) -> dict:
+    """Training seed -> that seed's rows as a one-seed run writes them: the deterministic methods
+    (stored once, in the first seed's rows) merged into every other seed's rows by item id.
+    Records written before seeds were an axis have no `seed` and form one view."""
+    seeds = list(dict.fromkeys(r.get("seed") for r in records))
+    if len(seeds) <= 1:
+        return {seeds[0] if seeds else None: records}
+    first = [r for r in records if r.get("seed") == seeds[0]]
+    by_id = {r["id"]: r for r in first}
+    views = {seeds[0]: first}
+    for seed in seeds[1:]:
+        views[seed] = [{**by_id[r["id"]], **r} for r in records if r.get("seed") == seed]
+    return views
+
+
+def analyze(spec: BridgeSpec, records: list[dict], curves: list[dict] | None = None) -> Analysis:
+    """The first training seed's tables (the report's protocol: one run), then the spread across seeds."""
+    views = seed_views(records)
+    first = next(iter(views))
+    out = _analyze_view(spec, views[first], curves)
+    if len(views) > 1:
+        out.tables.insert(1, _across_seeds(spec, views, out))
+        out.notes.append(f"Trained methods ran with {len(views)} training seeds ({', '.join(map(str, views))}); the "
+                         f"accuracy, McNemar and per-class tables show seed {first}, the 'Across seeds' table all of them.")
+    return out
+
+
+def _across_seeds(spec: BridgeSpec, views: dict, out: Analysis) -> Table:
+    """Per-seed accuracy of each seeded method, the mean with a t interval across seeds, and McNemar per seed."""
+    seeds = list(views)
+    first = seeds[0]
+    scorings = ["generation"] + (["scored"] if spec.task.task_type != PASSKEY else [])
+    table = Table("seeds", f"Across training seeds ({len(seeds)} seeds, same {len(views[first])} items)", [
+        Column("Method", align="l"), Column("Scoring", align="l"),
+        *[Column(f"seed {s}", ".1%") for s in seeds], Column("Mean", ".1%"), Column("SD", ".1%"),
+        Column("95% CI across seeds", align="l"), Column(f"Wilson 95% (seed {first})", align="l"),
+        Column("McNemar p vs best text baseline, per seed", align="l")],
+        caption="Seeded methods (bridge, noise soft tokens, prompt tuning) are retrained per seed; text baselines are "
+                "deterministic and evaluated once. The across-seed interval is Student's t on the per-seed accuracies "
+                "(the spread of training; clipped to [0, 1]), the Wilson interval is over items for one seed (the spread of sampling "
+                "items). McNemar pairs the method with the best text baseline of the first seed on the same items.")
+    text_methods = [m for m in views[first][0] if m in METHOD_NAMES and m not in SEEDED_METHODS and m != "random"]
+    for method in (m for m in SEEDED_METHODS if m in views[first][0]):
+        for scoring in scorings:
+            per_seed = {s: _correct(spec, views[s], method, scoring) for s in seeds}
+            if any(v is None for v in per_seed.values()):
+                continue
+            accs = [float(np.mean(per_seed[s])) for s in seeds]
+            key = f"{method}.{scoring}.accuracy"
+            for s, acc in zip(seeds, accs):
+                out.set(f"{key}.seed_{s}", acc)
+            mean, sd = float(np.mean(accs)), float(np.std(accs, ddof=1))
+            low, high = (min(max(v, 0.0), 1.0) for v in stats.mean_interval(accs))
+            out.set(f"{key}.seed_mean", mean)
+            out.set(f"{key}.seed_sd", sd)
+            out.set(f"{key}.seed_ci_low", low)
+            out.set(f"{key}.seed_ci_high", high)
+            baselines = {m: _correct(spec, views[first], m, scoring) for m in text_methods}
+            baselines = {m: v for m, v in baselines.items() if v is not None}
+            tests = ""
+            if baselines:
+                best = max(baselines, key=lambda m: np.mean(baselines[m]))
+                pvalues = []
+                for s in seeds:
+                    test = stats.mcnemar_test(per_seed[s], baselines[best])
+                    out.set(f"mcnemar.seed_{s}.{method}.{best}.{scoring}.pvalue", test.pvalue)
+                    pvalues.append(f"{test.pvalue:.2g}")
+                tests = f"vs {METHOD_NAMES[best]}: " + " / ".join(pvalues)
+            hits = per_seed[first]
+            table.add(METHOD_NAMES[method], scoring, *accs, mean, sd,
+                      f"[{100 * low:.1f}, {100 * high:.1f}]" if low == low else None,
+                      _with_ci(sum(hits), len(hits)), tests)
+    return table
+
+
+def _analyze_view(spec: BridgeSpec, records: list[dict], curves: list[dict] | None = None) -> Analysis:
+    out = Analysis()
+    methods = [m for m in spec.evaluation.methods if records and m in records[0]]
+    n = len(records)
+    expected = first_expected(spec)
+    passkey = spec.task.task_type == PASSKEY
+    correct: dict[tuple[str, str], list[bool]] = {}
+
+    accuracy = Table("accuracy", f"Accuracy on the same {n} evaluation items (95% Wilson intervals)", [
+        Column("Method", align="l"), Column("Generation", align="r"), Column("Invalid", ".1%"),
+        *([Column("Digit accuracy", ".1%")] if passkey else [Column("Scored (argmax log-likelihood)", align="r")]),
+        Column("Reported", align="r")],
+        caption="Generation: greedy output parsed to an answer (invalid = no answer found). Scored: the label whose "
+                "verbalizer (plus terminator) has the highest log-likelihood. Reported: the seed report's number.")
+    for method in methods:
+        gen = _correct(spec, records, method, "generation")
+        correct[(method, "generation")] = gen
+        invalid = float(np.mean([r[method]["generation"] is None for r in records]))
+        gen_cell = _set_accuracy(out, f"{method}.generation", gen)
+        if method != "random":
+            out.set(f"{method}.generation.invalid_rate", invalid)
+        cells = [METHOD_NAMES[method], gen_cell, invalid if method != "random" else None]
+        if passkey:
+            digits = float(np.mean([_digit_accuracy(r, method) for r in records]))
+            out.set(f"{method}.generation.digit_accuracy", digits)
+            for position, value in enumerate(_digit_accuracy_by_position(records, method), 1):
+                out.set(f"{method}.generation.digit_accuracy.position_{position}", value)
+            cells.append(digits)
+        else:
+            scored = _correct(spec, records, method, "scored")
+            if scored is not None:
+                correct[(method, "scored")] = scored
+            cells.append(_set_accuracy(out, f"{method}.scored", scored) if scored is not None else None)
+        reported = expected.get(f"{method}.generation.accuracy")
+        cells.append(_pct(reported) if isinstance(reported, float) else None)
+        accuracy.add(*cells)
+    if not passkey and spec.task.task_type != "generation":
+        out.set("chance.accuracy", 1 / len(spec.task.label_names()))
+    out.tables.append(accuracy)
+    out.tables.append(_mcnemar_table(correct, methods, out))
+    if spec.task.task_type in ("classification", "multiple_choice"):
+        per_class = _per_class(spec, records, methods, out)
+        if per_class is not None:
+            out.tables.append(per_class)
+    out.tables.append(_soft_token_table(records, out, expected))
+    if curves:
+        out.tables.append(_training_table(curves, out))
+    return out
+
+
+def _digit_accuracy_by_position(records: list[dict], method: str) -> list[float]:
+    width = len(records[0]["answer"])
+    guesses = [(r[method]["generation"] or "").ljust(width)[:width] for r in records]
+    return [float(np.mean([g[i] == r["answer"][i] for g, r in zip(guesses, records)])) for i in range(width)]
+
+
+def _digit_accuracy(record: dict, method: str) -> float:
+    guess = (record[method]["generation"] or "").ljust(len(record["answer"]))[: len(record["answer"])]
+    return sum(a == b for a, b in zip(record["answer"], guess)) / len(record["answer"])
+
+
+def _mcnemar_table(correct: dict, methods: list[str], out: Analysis) -> Table:
+    table = Table("mcnemar", "Bridge vs each baseline: McNemar's test on paired predictions", [
+        Column("Baseline", align="l"), Column("Scoring", align="l"), Column("Bridge", ".1%"), Column("Baseline ", ".1%"),
+        Column("Bridge only right (b)", "d"), Column("Baseline only right (c)", "d"), Column("Test", align="l"),
+        Column("p", ".3g"), Column("p (Holm)", ".3g")],
+        caption="Exact binomial test when b + c < 25, otherwise chi-square with continuity correction. Holm "
+                "adjustment across all comparisons in this table.")
+    rows, pvalues = [], []
+    for scoring in SCORINGS:
+        bridge = correct.get(("bridge", scoring))
+        if bridge is None:
+            continue
+        for method in methods:
+            other = correct.get((method, scoring))
+            if method == "bridge" or other is None:
+                continue
+            test = stats.mcnemar_test(bridge, other)
+            rows.append((method, scoring, float(np.mean(bridge)), float(np.mean(other)), test))
+            pvalues.append(test.pvalue)
+    for (method, scoring, acc_b, acc_o, test), adjusted in zip(rows, stats.adjust_pvalues(pvalues)):
+        key = f"mcnemar.{method}.{scoring}"
+        out.set(f"{key}.pvalue", test.pvalue)
+        out.set(f"{key}.pvalue_holm", adjusted)
+        out.set(f"{key}.b", test.b)
+        out.set(f"{key}.c", test.c)
+        table.add(METHOD_NAMES[method], scoring, acc_b, acc_o, test.b, test.c, test.method, test.pvalue, adjusted)
+    return table
+
+
+def _per_class(spec: BridgeSpec, records: list[dict], methods: list[str], out: Analysis) -> Table | None:
+    """Per-class generation accuracy with Wilson intervals; metrics for every class, a table up to 12."""
+    labels = spec.task.label_names()
+    shown = [m for m in ("bridge", "receiver_text", "sender_text", "text_relay") if m in methods]
+    table = Table("per_class", "Per-class accuracy (generation, 95% Wilson intervals)", [
+        Column("Class", align="l"), Column("Items", "d"), *[Column(METHOD_NAMES[m], align="r") for m in shown]])
+    for index, name in enumerate(labels):
+        rows = [r for r in records if r["label"] == index]
+        if not rows:
+            continue
+        key = spec.task.verbalizer(name).replace(" ", "_")
+        cells = []
+        for method in shown:
+            hits = sum(r[method]["generation"] == index for r in rows)
+            out.set(f"{method}.class.{key}.accuracy", hits / len(rows))
+            cells.append(_with_ci(hits, len(rows)))
+        table.add(spec.task.verbalizer(name), len(rows), *cells)
+    return table if len(labels) <= 12 else None
+
+
+def _soft_token_table(records: list[dict], out: Analysis, expected: dict) -> Table:
+    rms = [r["bridge"]["soft_token_rms"] for r in records if "soft_token_rms" in r.get("bridge", {})]
+    sim = [r["bridge"]["soft_token_similarity"] for r in records if "soft_token_similarity" in r.get("bridge", {})]
+    table = Table("soft_tokens", "What the bridge sends", [
+        Column("Quantity", align="l"), Column("Mean", ".4f"), Column("Min", ".4f"), Column("Max", ".4f"),
+        Column("Reported", align="l")],
+        caption="Token RMS: root-mean-square of each soft token; similarity: mean pairwise cosine between an item's "
+                "soft tokens (seed 002, section 71 reports 0.0311-0.0314 and 0.883 for TREC).")
+    if rms:
+        out.set("bridge.soft_token_rms", float(np.mean(rms)))
+        table.add("Soft-token RMS", float(np.mean(rms)), min(rms), max(rms), _fmt(expected.get("bridge.soft_token_rms")))
+    sim = [s for s in sim if s == s]
+    if sim:
+        out.set("bridge.soft_token_similarity", float(np.mean(sim)))
+        table.add("Within-item token similarity", float(np.mean(sim)), min(sim), max(sim),
+                  _fmt(expected.get("bridge.soft_token_similarity")))
+    return table
+
+
+def _fmt(value) -> str | None:
+    return None if value is None else f"{value:g}"
+
+
+def _training_table(curves: list[dict], out: Analysis) -> Table:
+    table = Table("training", "Training", [
+        Column("Run", align="l"), Column("Steps", "d"), Column("Final LM loss", ".3f"),
+        Column("Final diversity loss", ".3f"), Column("Last quick-eval accuracy", ".1%")],
+        caption="Losses averaged over the last 10% of steps; diversity loss = mean off-diagonal cosine of the "
+                "batch's flattened soft tokens (weight in the spec).")
+    by_run = defaultdict(list)
+    for row in curves:
+        by_run[(row["run"], row.get("seed"))].append(row)
+    first_seed = {}
+    for run_name, seed in by_run:
+        first_seed.setdefault(run_name, seed)
+    for (run_name, seed), rows in by_run.items():
+        tail = rows[-max(1, len(rows) // 10):]
+        lm_loss = float(np.mean([r["lm_loss"] for r in tail]))
+        diversity = float(np.mean([r["diversity_loss"] for r in tail])) if "diversity_loss" in tail[0] else None
+        quick = [r["quick_eval_accuracy"] for r in rows if "quick_eval_accuracy" in r]
+        key = f"training.{run_name}" if seed == first_seed[run_name] else f"training.{run_name}.seed_{seed:g}"
+        out.set(f"{key}.final_lm_loss", lm_loss)
+        if diversity is not None:
+            out.set(f"{key}.final_diversity_loss", diversity)
+        label = run_name if seed is None else f"{run_name} (seed {seed:g})"
+        table.add(label, int(rows[-1]["step"]), lm_loss, diversity, quick[-1] if quick else None)
+    return table

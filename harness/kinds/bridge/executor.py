@@ -1,0 +1,230 @@
+"""Latent bridge (seed 002, phases 16-25), the run: train the bridge, evaluate it and every baseline on the same items.
+
+`run` does the expensive work and writes one record per evaluation item holding every method's
+generation (raw text and parsed prediction) and scored label; `analysis.analyze` recomputes
+accuracies, Wilson intervals, invalid-response rates, per-class accuracy and McNemar tests from
+those records.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.context import RunContext, RunOutput
+from harness.kinds.bridge.modules import LatentBridge, batch_diversity_loss, mean_offdiagonal_cosine
+from harness.kinds.bridge.receiver import ReceiverPrompt, generate_texts
+from harness.kinds.bridge.sender_states import pad_states, sender_states
+from harness.kinds.bridge.task import TaskData, TaskItem, build_task
+from harness.kinds.bridge.training import train
+from harness.models import lm as L
+from registry.kinds.bridge import PASSKEY, SEEDED_METHODS, BridgeSpec
+
+
+class SoftPrompt(nn.Module):
+    """Receiver-only prompt tuning: K trainable vectors before the item text; no sender."""
+
+    def __init__(self, init: torch.Tensor):
+        super().__init__()
+        self.vectors = nn.Parameter(init.clone())
+
+
+def _receiver_rms(rp: ReceiverPrompt, texts: list[str]) -> float:
+    """Mean per-token RMS of the receiver's input embeddings of real text (the soft tokens' target scale)."""
+    with torch.no_grad():
+        embeds = torch.cat([rp.text_middle(t) for t in texts])
+    return float(embeds.float().pow(2).mean(-1).sqrt().mean())
+
+
+def _soft_tokens(bridge: LatentBridge, states: list[torch.Tensor], device, batch_size: int = 32) -> list[torch.Tensor]:
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(states), batch_size):
+            padded, mask = pad_states(states[start:start + batch_size], device)
+            out.extend(bridge(padded, mask)[0])
+    return out
+
+
+def _accuracy(task: TaskData, items: list[TaskItem], results: list[dict]) -> float:
+    key = "scored" if task.is_classification else "generation"
+    return float(np.mean([task.correct(item, r[key]) for item, r in zip(items, results)]))
+
+
+def run(spec: BridgeSpec, ctx: RunContext) -> RunOutput:
+    """Train and evaluate the seeded methods once per training seed; text baselines run once.
+
+    Records: one row per (training seed, evaluation item). The rows of the first seed also hold
+    every deterministic method (text baselines, text relay, chance); the other seeds' rows hold
+    only the seeded methods (SEEDED_METHODS), so nothing deterministic is stored twice.
+    """
+    task = build_task(spec, ctx)
+    methods = spec.evaluation.methods
+    seeds = spec.training_seeds()
+    with ctx.phase("load_models"):
+        sender = ctx.models.get(spec.sender)
+        receiver = ctx.models.get(spec.receiver)
+    eval_batch = spec.evaluation.batch_size
+    layer = spec.bridge.sender_layer
+
+    with ctx.phase("sender_states"):
+        bar = ctx.progress(total=len(task.train) + len(task.eval), desc="sender states", unit="item")
+        train_states = sender_states(sender, [task.sender_text(i) for i in task.train], layer, ctx.cache_dir, progress=bar)
+        eval_states = sender_states(sender, [task.sender_text(i) for i in task.eval], layer, ctx.cache_dir, progress=bar)
+        bar.close()
+
+    primed = ReceiverPrompt.build(receiver, task, task.task.primer)
+    prompt_embeds = primed.text_middle(task.task.prompt)
+    seeded = [m for m in methods if m in SEEDED_METHODS]
+    bar = ctx.progress(total=len(task.eval) * (len(seeded) * len(seeds) + len([m for m in methods if m not in SEEDED_METHODS
+                                                                              and m != "random"])),
+                       desc="evaluating", unit="item")
+    curves: list[dict] = []
+    results: dict[int, dict[str, list[dict]]] = {}
+    for seed in seeds:
+        results[seed], log = _seeded_methods(spec, ctx, task, receiver, primed, prompt_embeds, train_states,
+                                             eval_states, seed, bar)
+        curves += log
+    first = results[seeds[0]]
+    text_prompts: dict[tuple[str, bool], ReceiverPrompt] = {}
+
+    def text_prompt(lm, few_shot: bool) -> ReceiverPrompt:
+        key = (lm.name, few_shot)
+        if key not in text_prompts:
+            prefix = task.instruction() + (task.few_shot_block() if few_shot else "")
+            text_prompts[key] = ReceiverPrompt.build(lm, task, prefix)
+        return text_prompts[key]
+
+    for method, lm, few_shot in (("receiver_text", receiver, False), ("sender_text", sender, False),
+                                 ("receiver_few_shot", receiver, True), ("sender_few_shot", sender, True)):
+        if method in methods:
+            with ctx.phase(f"evaluation.{method}"):
+                tp = text_prompt(lm, few_shot)
+                first[method] = tp.evaluate([tp.text_middle(task.item_text(i.input)) for i in task.eval], eval_batch, bar)
+
+    if "text_relay" in methods:
+        with ctx.phase("evaluation.text_relay"):
+            prompts = [task.task.relay_template.format(input=i.input) for i in task.eval]
+            summaries = generate_texts(sender, prompts, task.task.relay_max_tokens, eval_batch)
+            tp = text_prompt(receiver, False)
+            first["text_relay"] = tp.evaluate([tp.text_middle(task.item_text(s)) for s in summaries], eval_batch, bar)
+            for r, summary in zip(first["text_relay"], summaries):
+                r["summary"] = summary
+
+    if "random" in methods:
+        first["random"] = _random_guesses(spec, task)
+    bar.close()
+
+    records = []
+    for seed in seeds:
+        for index, item in enumerate(task.eval):
+            records.append({"seed": seed, "id": item.id, "input": item.input, "answer": item.answer, "label": item.label,
+                            **{m: results[seed][m][index] for m in methods if m in results[seed]}})
+    return RunOutput(records=records, curves=curves)
+
+
+def _seeded_methods(spec, ctx, task, receiver, primed, prompt_embeds, train_states, eval_states, seed, bar):
+    """The bridge, noise soft tokens at its scale, and prompt tuning, trained and evaluated with one seed."""
+    methods, device, eval_batch = spec.evaluation.methods, receiver.device, spec.evaluation.batch_size
+    calibration = train_states[: spec.bridge.normalizer.calibration_items]
+    stacked = torch.cat(calibration)
+    rms = _receiver_rms(primed, [task.item_text(i.input) for i in task.train[: spec.bridge.normalizer.calibration_items]])
+    torch.manual_seed(seed)
+    bridge = LatentBridge(spec.bridge, stacked.shape[-1], receiver.model.config.hidden_size, stacked.mean(0),
+                          stacked.std(0), rms).to(device)
+    answers = [primed.answer_ids(task.answer_text(i)) for i in task.train]
+    quick = task.eval[: spec.training.quick_eval_items]
+
+    def bridge_loss(indices: list[int]) -> dict:
+        padded, mask = pad_states([train_states[i] for i in indices], device)
+        soft, aux = bridge(padded, mask)
+        lm_loss = primed.answer_loss([primed.soft_middle(s, prompt_embeds) for s in soft], [answers[i] for i in indices])
+        diversity = batch_diversity_loss(soft)
+        losses = {"lm": lm_loss, "diversity": diversity}
+        total = lm_loss + spec.training.diversity_weight * diversity
+        if "vq_loss" in aux:
+            losses["vq"] = aux["vq_loss"]
+            total = total + spec.bridge.vq.weight * aux["vq_loss"]
+        return {"total": total, **losses}
+
+    def bridge_quick_eval() -> float:
+        soft = _soft_tokens(bridge, eval_states[: len(quick)], device)
+        return _accuracy(task, quick, primed.evaluate([primed.soft_middle(s, prompt_embeds) for s in soft], eval_batch))
+
+    with ctx.phase("training.bridge"):
+        train_bar = ctx.progress(total=spec.training.steps, desc=f"training bridge (seed {seed})", unit="step")
+        trained = train(bridge, bridge_loss, n_items=len(task.train), steps=spec.training.steps, spec=spec.training,
+                        lr=spec.training.lr, seed=seed, checkpoint=ctx.state_dir / f"bridge.seed{seed}.pt",
+                        label="bridge", quick_eval=bridge_quick_eval, progress=train_bar)
+        train_bar.close()
+    curves = [{**row, "seed": seed} for row in trained.log]
+
+    results: dict[str, list[dict]] = {}
+    with ctx.phase("evaluation.bridge"):
+        soft_eval = _soft_tokens(bridge, eval_states, device)
+        results["bridge"] = primed.evaluate([primed.soft_middle(s, prompt_embeds) for s in soft_eval], eval_batch, bar)
+        for r, soft in zip(results["bridge"], soft_eval):
+            r["soft_token_rms"] = round(float(soft.pow(2).mean(-1).sqrt().mean()), 6)
+            r["soft_token_similarity"] = round(_mean_pairwise_cosine(soft), 6)
+
+    if "noise" in methods:
+        with ctx.phase("evaluation.noise"):
+            generator = torch.Generator().manual_seed(seed + 1)
+            scale = float(bridge.output.scale.detach())
+            noise = [torch.randn(s.shape, generator=generator) for s in soft_eval]
+            noise = [n / n.pow(2).mean(-1, keepdim=True).sqrt() * scale for n in noise]
+            results["noise"] = primed.evaluate([primed.soft_middle(n.to(device), prompt_embeds) for n in noise],
+                                               eval_batch, bar)
+
+    if "prompt_tuning" in methods:
+        curves += [{**row, "seed": seed} for row in _prompt_tuning(spec, ctx, task, receiver, results, eval_batch, bar, seed)]
+    return results, curves
+
+
+def _prompt_tuning(spec, ctx, task, receiver, results, eval_batch, bar, seed: int) -> list[dict]:
+    pt = spec.evaluation.prompt_tuning
+    k = pt.soft_tokens or spec.bridge.soft_tokens * spec.bridge.recurrent_steps
+    plain = ReceiverPrompt.build(receiver, task, "")
+    rng = torch.Generator().manual_seed(seed + 2)
+    vocab_ids = torch.randint(0, receiver.model.config.vocab_size, (k,), generator=rng)
+    soft_prompt = SoftPrompt(L.embed(receiver, vocab_ids).detach().float()).to(receiver.device)
+    middles = [plain.text_middle(task.item_text(i.input)) for i in task.train]
+    answers = [plain.answer_ids(task.answer_text(i)) for i in task.train]
+
+    def loss(indices: list[int]) -> dict:
+        batch = [torch.cat([soft_prompt.vectors, middles[i]]) for i in indices]
+        lm_loss = plain.answer_loss(batch, [answers[i] for i in indices])
+        return {"total": lm_loss, "lm": lm_loss}
+
+    with ctx.phase("training.prompt_tuning"):
+        sub = ctx.progress(total=pt.steps, desc=f"prompt tuning (seed {seed})", unit="step")
+        trained = train(soft_prompt, loss, n_items=len(task.train), steps=pt.steps, spec=spec.training, lr=pt.lr,
+                        seed=seed, checkpoint=ctx.state_dir / f"prompt_tuning.seed{seed}.pt", label="prompt_tuning",
+                        progress=sub)
+        sub.close()
+    with ctx.phase("evaluation.prompt_tuning"), torch.no_grad():
+        eval_middles = [torch.cat([soft_prompt.vectors, plain.text_middle(task.item_text(i.input))]) for i in task.eval]
+        results["prompt_tuning"] = plain.evaluate(eval_middles, eval_batch, bar)
+    return trained.log
+
+
+def _random_guesses(spec: BridgeSpec, task: TaskData) -> list[dict]:
+    rng = random.Random(f"random:{spec.seed}")
+    out = []
+    for item in task.eval:
+        if task.is_classification:
+            guess = rng.randrange(len(task.verbalizers))
+            out.append({"generated": task.verbalizers[guess], "generation": guess, "scored": guess})
+        elif task.task.task_type == PASSKEY:
+            guess = "".join(rng.choice("0123456789") for _ in item.answer)
+            out.append({"generated": guess, "generation": guess})
+        else:
+            out.append({"generated": "", "generation": None})  # no chance level for open-ended numbers
+    return out
+
+
+def _mean_pairwise_cosine(soft: torch.Tensor) -> float:
+    """Mean cosine between one item's soft tokens (NaN for a single token)."""
+    return float(mean_offdiagonal_cosine(soft.float())) if soft.shape[0] >= 2 else float("nan")

@@ -1,0 +1,61 @@
+"""Latent bridge, the figures: training curves and accuracy per method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from harness.kinds.bridge.analysis import METHOD_NAMES
+from harness.report.figures import pyplot, save_figure
+from harness.report.tables import Analysis
+from registry.kinds.bridge import BridgeSpec
+
+
+def figures(spec: BridgeSpec, analysis: Analysis, records: list[dict], curves: list[dict], out_dir: Path) -> list[Path]:
+    plt = pyplot()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    bridge_rows = [r for r in curves if r.get("run") == "bridge"]
+    if bridge_rows:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+        seeds = list(dict.fromkeys(r.get("seed") for r in bridge_rows))
+        for seed in seeds:
+            rows = [r for r in bridge_rows if r.get("seed") == seed]
+            suffix = f" (seed {seed:g})" if len(seeds) > 1 else ""
+            steps = [r["step"] for r in rows]
+            ax1.plot(steps, [r["lm_loss"] for r in rows], label=f"LM loss (answer tokens){suffix}", lw=1)
+            ax1.plot(steps, [r["diversity_loss"] for r in rows], label=f"batch diversity loss{suffix}", lw=1)
+            if any("vq_loss" in r for r in rows):
+                ax1.plot(steps, [r.get("vq_loss", np.nan) for r in rows], label=f"VQ loss{suffix}", lw=1)
+            quick = [(r["step"], r["quick_eval_accuracy"]) for r in rows if "quick_eval_accuracy" in r]
+            if quick:
+                ax2.plot(*zip(*quick), marker="o", label=f"seed {seed:g}" if suffix else None)
+        ax1.set_xlabel("step")
+        ax1.set_yscale("log")
+        ax1.legend(fontsize=7)
+        ax1.set_title("Bridge training losses")
+        if len(seeds) > 1:
+            ax2.legend(fontsize=7)
+        ax2.set_ylim(0, 1)
+        ax2.set_xlabel("step")
+        ax2.set_ylabel("accuracy")
+        ax2.set_title(f"Quick evaluation ({spec.training.quick_eval_items} items)")
+        paths.append(save_figure(fig, out_dir / "training.png", dpi=120))
+
+    methods = [m for m in spec.evaluation.methods if f"{m}.generation.accuracy" in analysis.metrics]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    x = np.arange(len(methods))
+    for offset, scoring in ((-0.2, "generation"), (0.2, "scored")):
+        acc = [analysis.metrics.get(f"{m}.{scoring}.accuracy", np.nan) for m in methods]
+        low = [analysis.metrics.get(f"{m}.{scoring}.ci_low", np.nan) for m in methods]
+        high = [analysis.metrics.get(f"{m}.{scoring}.ci_high", np.nan) for m in methods]
+        err = np.array([np.subtract(acc, low), np.subtract(high, acc)])
+        ax.bar(x + offset, acc, width=0.4, yerr=err, capsize=3, label=scoring)
+    ax.set_xticks(x, [METHOD_NAMES[m] for m in methods], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{spec.name}: accuracy with 95% Wilson intervals")
+    paths.append(save_figure(fig, out_dir / "accuracy.png", dpi=120))
+    return paths

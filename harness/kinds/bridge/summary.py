@@ -1,0 +1,139 @@
+"""Latent bridge, across specs: master table, token ablation, reasoning, McNemar, latency."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.kinds.bridge.analysis import METHOD_NAMES, SCORINGS, _pct, first_expected
+from harness.report.figures import pyplot, save_figure
+from harness.report.tables import Column, Table
+from registry.kinds.bridge import PASSKEY
+
+LATENCY_FILE = Path("benchmarks/results/latency.json")
+
+
+def _cell(metrics: dict, expected: dict, key: str) -> str:
+    got, reported = metrics.get(key), expected.get(key)
+    text = _pct(got) if got is not None else "—"
+    return f"{text} ({_pct(reported)})" if isinstance(reported, float) else text
+
+
+def summary(entries, figure_dir: Path) -> tuple[list[Table], list[str], list[Path]]:
+    """Tables and figures across every bridge spec: master, token ablation, reasoning, McNemar, latency.
+
+    `entries` are report entries with .spec, .analysis (None if not run) and .run. Cells read
+    "reproduced (reported)"; the reported value is the spec's first `expected` for that metric.
+    """
+    notes = ["Cells read 'reproduced (reported)'. Reproduced values come from each spec's latest run under the "
+             "profile named in its page; reported values from the seed report (paper profile: Llama-3.1-8B -> "
+             "Mistral-7B). Generation accuracy is the report's protocol; scored accuracy is shown beside it."]
+    tables = []
+    master = Table("master", "Master table (seed 002, section 85): bridge vs text, same items", [
+        Column("Task", align="l"), Column("Classes", "d"), Column("Profile", align="l"), Column("N", "d"),
+        Column("Bridge", align="l"), Column("Bridge (scored)", align="l"), Column("Text relay", align="l"),
+        Column("Δ bridge − relay (pp)", "+.1f"), Column("Sender text", align="l"), Column("Receiver text", align="l")])
+    for e in entries:
+        if "master" not in e.spec.tags:
+            continue
+        m = e.analysis.metrics if e.analysis else {}
+        x = first_expected(e.spec)
+        delta = (100 * (m["bridge.generation.accuracy"] - m["text_relay.generation.accuracy"])
+                 if "text_relay.generation.accuracy" in m and "bridge.generation.accuracy" in m else None)
+        master.add(e.spec.task.dataset, len(e.spec.task.label_names()), e.run["profile"] if e.run else "not run",
+                   e.run["n_records"] if e.run else None, _cell(m, x, "bridge.generation.accuracy"),
+                   _cell(m, x, "bridge.scored.accuracy"), _cell(m, x, "text_relay.generation.accuracy"), delta,
+                   _cell(m, x, "sender_text.generation.accuracy"), _cell(m, x, "receiver_text.generation.accuracy"))
+    tables.append(master)
+
+    ablation = Table("token_ablation", "Token ablation (seed 002, section 64)", [
+        Column("Task", align="l"), Column("Soft tokens", "d"), Column("Profile", align="l"),
+        Column("Bridge", align="l"), Column("Bridge (scored)", align="l"), Column("Digit accuracy", align="l")],
+        caption="Passkey rows give exact-match accuracy under Bridge and per-digit accuracy beside it.")
+    rows = [e for e in entries if "token_ablation" in e.spec.tags]
+    for e in sorted(rows, key=lambda e: (e.spec.task.dataset, e.spec.bridge.soft_tokens)):
+        m = e.analysis.metrics if e.analysis else {}
+        x = first_expected(e.spec)
+        ablation.add(e.spec.task.dataset, e.spec.bridge.soft_tokens, e.run["profile"] if e.run else "not run",
+                     _cell(m, x, "bridge.generation.accuracy"), _cell(m, x, "bridge.scored.accuracy"),
+                     _cell(m, x, "bridge.generation.digit_accuracy") if e.spec.task.dataset == PASSKEY else None)
+    tables.append(ablation)
+
+    reasoning = [e for e in entries if "reasoning" in e.spec.tags]
+    if reasoning:
+        methods = ["random", "sender_text", "receiver_text", "text_relay", "bridge"]
+        table = Table("reasoning", "Reasoning tasks (seed 002, section 94, 'Table 9')", [
+            Column("Method", align="l"), *[Column(e.spec.task.dataset, align="l") for e in reasoning]],
+            caption="BoolQ and CommonsenseQA are not in the offline mirror: their specs run in the paper profile only.")
+        for method in methods:
+            table.add(METHOD_NAMES[method], *[_cell(e.analysis.metrics if e.analysis else {}, first_expected(e.spec),
+                                                    f"{method}.generation.accuracy") for e in reasoning])
+        tables.append(table)
+
+    tests = Table("mcnemar_all", "McNemar: bridge vs each text baseline, every spec", [
+        Column("Spec", align="l"), Column("Baseline", align="l"), Column("Scoring", align="l"),
+        Column("b", "d"), Column("c", "d"), Column("p", ".3g"), Column("p (Holm, within spec)", ".3g")],
+        caption="b: items only the bridge got right; c: items only the baseline got right. The report ran no paired test.")
+    for e in entries:
+        if not e.analysis:
+            continue
+        for method in ("text_relay", "sender_text", "receiver_text"):
+            for scoring in SCORINGS:
+                key = f"mcnemar.{method}.{scoring}"
+                if f"{key}.pvalue" in e.analysis.metrics:
+                    m = e.analysis.metrics
+                    tests.add(e.spec.name, METHOD_NAMES[method], scoring, int(m[f"{key}.b"]), int(m[f"{key}.c"]),
+                              m[f"{key}.pvalue"], m[f"{key}.pvalue_holm"])
+    tables.append(tests)
+    latency = latency_table()
+    if latency is not None:
+        tables.append(latency)
+    else:
+        notes.append(f"No latency measurement yet: run `python benchmarks/latency.py` (writes {LATENCY_FILE}).")
+    figures = [path for path in [_ablation_figure(rows, figure_dir)] if path is not None]
+    return tables, notes, figures
+
+
+def _ablation_figure(entries, figure_dir: Path) -> Path | None:
+    """Accuracy against soft-token count, one line per task, reported values as hollow markers."""
+    runs = [e for e in entries if e.analysis]
+    if not runs:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for dataset in sorted({e.spec.task.dataset for e in entries}):
+        group = sorted((e for e in entries if e.spec.task.dataset == dataset), key=lambda e: e.spec.bridge.soft_tokens)
+        key = "bridge.generation.digit_accuracy" if dataset == PASSKEY else "bridge.scored.accuracy"
+        label = f"{dataset} ({'digit accuracy' if dataset == PASSKEY else 'scored accuracy'})"
+        done = [e for e in group if e.analysis and key in e.analysis.metrics]
+        if done:
+            line, = ax.plot([e.spec.bridge.soft_tokens for e in done], [e.analysis.metrics[key] for e in done],
+                            marker="o", label=label)
+            reported_key = key if dataset == PASSKEY else "bridge.generation.accuracy"
+            reported = [(e.spec.bridge.soft_tokens, first_expected(e.spec).get(reported_key)) for e in group]
+            reported = [(k, v) for k, v in reported if isinstance(v, float)]
+            if reported:
+                ax.plot(*zip(*reported), ls="--", marker="o", mfc="none", color=line.get_color(),
+                        label=f"{dataset}, reported")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("soft tokens")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    ax.set_title("Accuracy vs soft tokens (seed 002, section 64)")
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    return save_figure(fig, figure_dir / "accuracy_vs_soft_tokens.png", dpi=120)
+
+
+def latency_table() -> Table | None:
+    """The latency benchmark's latest result beside the report's section 90 numbers."""
+    if not LATENCY_FILE.is_file():
+        return None
+    data = json.loads(LATENCY_FILE.read_text())
+    table = Table("latency", f"Latency per item (seed 002, section 90), {data['device']}, {data['profile']} profile", [
+        Column("Method", align="l"), Column("Component", align="l"), Column("Median ms", ".1f"), Column("p90 ms", ".1f"),
+        Column("Reported ms", ".1f")],
+        caption=f"{data['trials']} timed trials after {data['warmup']} warm-up, batch 1, {data['notes']}")
+    for row in data["rows"]:
+        table.add(row["method"], row["component"], row["median_ms"], row["p90_ms"], row.get("reported_ms"))
+    return table

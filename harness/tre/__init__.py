@@ -1,1 +1,0 @@
-"""The TRE sweep's parts: calibration, the signal and its mapping, per-condition controllers, analysis, figures."""
