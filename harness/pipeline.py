@@ -98,7 +98,7 @@ def direct_imports(module: str, root: Path = Path(".")) -> frozenset[str]:
         if name and name != module:
             found.add(name)
             found.update(p for p in _parents(name) if p in modules)
-    return frozenset(found)
+    return frozenset(found - {module})
 
 
 def _other_kind(module: str, kind: str | None) -> bool:

@@ -1,0 +1,69 @@
+"""The package layout holds: no import loop, the core never imports a kind, kinds never import each
+other, and `registry/` (what to run) never imports `harness/` (how) or torch."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from harness.kinds import STEPS, analyzer, executor, figure_maker, summarizer
+from harness.pipeline import direct_imports, module_files
+from registry.kinds import KINDS
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch):
+    monkeypatch.chdir(REPO)
+
+
+def _kind_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[:2] == ["harness", "kinds"] and len(parts) > 2:
+        return parts[2]
+    return None
+
+
+def test_there_is_no_import_loop():
+    """Edges to a module's own parent packages are left out: Python imports those first anyway."""
+    graph = {m: {d for d in direct_imports(m) if not m.startswith(d + ".")} for m in module_files()}
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        for dep in sorted(graph[module]):
+            assert dep not in path, "import loop: " + " -> ".join(path[path.index(dep):] + [dep])
+            if dep not in done:
+                visit(dep, path + [dep])
+        done.add(module)
+
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module])
+
+
+def test_core_never_imports_a_kind_and_kinds_never_import_each_other():
+    for module in module_files():
+        own = _kind_of(module)
+        for dep in direct_imports(module):
+            other = _kind_of(dep)
+            if other is not None:
+                assert other == own, f"{module} imports {dep}"
+
+
+def test_registry_never_imports_harness_or_torch():
+    for module in module_files():
+        if module.startswith("registry"):
+            assert not any(dep.startswith("harness") for dep in direct_imports(module)), module
+    code = "import registry, registry.kinds, registry.catalog, sys; print('torch' in sys.modules, 'harness' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_fulfils_the_contract(kind):
+    assert isinstance(executor(kind), STEPS["executor"])
+    assert isinstance(analyzer(kind), STEPS["analysis"])
+    assert isinstance(figure_maker(kind), STEPS["figures"])
+    summary = summarizer(kind)
+    assert summary is None or isinstance(summary, STEPS["summary"])
+    assert (REPO / "registry" / "kinds" / f"{kind}.py").is_file()  # the spec model shares the kind's name
