@@ -9,6 +9,14 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests that use these fixtures run whole specs end to end (tiny models): `pytest -m "not slow"` skips them.
+END_TO_END_FIXTURES = {"tiny_paper_run", "tiny_sst2", "tre_run"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 SPECS = sorted((REPO / "specs").glob("*.yaml"))
 
 

@@ -14,7 +14,7 @@ from harness.kinds.bridge.task import match_label, passkey_items
 from harness.kinds.bridge.training import batch_indices, warmup_cosine
 from harness.engine import RunSettings
 from harness.workflow import run_and_analyze as run_spec
-from harness.fsutil import read_jsonl
+from harness.fsutil import read_csv_rows, read_jsonl
 from registry import SpecError, load_spec
 from registry.kinds.bridge import BridgeArchSpec
 
@@ -223,6 +223,7 @@ def test_training_lowers_the_loss_and_logs_each_loss(tiny_sst2):
     assert any("quick_eval_accuracy" in r for r in rows)
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, tiny_sst2):
     import harness.kinds.bridge.executor as executor
 
@@ -245,3 +246,33 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, ti
     resumed = _run(tmp_path / "results", tmp_path / "cache")
     assert (resumed / "metrics.json").read_text() == (tiny_sst2 / "metrics.json").read_text()
     assert (resumed / "records.jsonl").read_text() == (tiny_sst2 / "records.jsonl").read_text()
+
+
+@pytest.mark.slow
+def test_training_seeds_are_an_axis_and_the_first_seed_is_the_one_seed_run(tmp_path, tiny_sst2):
+    run_dir = _run(tmp_path / "results", tmp_path / "cache", ["training.seeds=[0,5]"])
+    records = read_jsonl(run_dir / "records.jsonl")
+    spec = load_spec(SST2, "tiny")
+    first = [r for r in records if r["seed"] == 0]
+    other = [r for r in records if r["seed"] == 5]
+    assert len(first) == len(other) == spec.task.eval_items
+    assert all(set(r) >= set(spec.evaluation.methods) for r in first)
+    assert all(not set(r) & {"receiver_text", "sender_text", "text_relay", "random"} for r in other)  # run once
+    # seed 0 is exactly the one-seed run: same items, same trained methods, same metrics under the same keys
+    single = read_jsonl(tiny_sst2 / "records.jsonl")
+    assert first == single
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    single_metrics = json.loads((tiny_sst2 / "metrics.json").read_text())
+    for key, value in single_metrics.items():
+        if not key.startswith("training.") or ".seed_" not in key:
+            assert metrics[key] == pytest.approx(value), key
+    # the across-seed statistics come from the per-seed accuracies in the records
+    accs = [sum(r["bridge"]["scored"] == r["label"] for r in rows) / len(rows) for rows in (first, other)]
+    assert metrics["bridge.scored.accuracy.seed_0"] == pytest.approx(accs[0])
+    assert metrics["bridge.scored.accuracy.seed_5"] == pytest.approx(accs[1])
+    assert metrics["bridge.scored.accuracy.seed_mean"] == pytest.approx(sum(accs) / 2)
+    low, high = stats.mean_interval(accs)
+    assert metrics["bridge.scored.accuracy.seed_ci_low"] == pytest.approx(max(low, 0.0) if accs[0] != accs[1] else accs[0])
+    assert metrics["bridge.scored.accuracy.seed_ci_high"] == pytest.approx(min(high, 1.0) if accs[0] != accs[1] else accs[0])
+    curves_seeds = {r["seed"] for r in read_csv_rows(run_dir / "curves.csv") if r["run"] == "bridge"}
+    assert curves_seeds == {0, 5}

@@ -39,7 +39,7 @@ def test_latex_is_booktabs_and_escaped(tiny_paper_run, tmp_path):
     assert tex.count(r"\begin{table}") == tex.count(r"\end{table}") >= 5
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert r"llama31\_8b.last\_gain\_pre\_norm.capital\_france" in tex
-    assert r"$\sigma$\_max(W\_U)" in tex or r"$\sigma$" in tex
+    assert r"$\sigma$\_max(W\_U)" in tex
     assert "σ" not in tex and "θ" not in tex
     assert tex_escape("50% & $x_1$ #2") == r"50\% \& \$x\_1\$ \#2"
     assert md_escape("a|b") == "a\\|b"

@@ -92,6 +92,7 @@ def test_base_vs_instruct_pair_is_reported(tiny_paper_run):
     assert metrics["pair.llama31_8b.llama31_8b_instruct.last_gain_change"] == pytest.approx(sum(inst) / sum(base) - 1)
 
 
+@pytest.mark.slow
 def test_same_spec_profile_and_seed_give_the_same_metrics(tmp_path):
     spec = REPO / "specs" / "residual_gain_local.yaml"
     runs = []
@@ -104,6 +105,7 @@ def test_same_spec_profile_and_seed_give_the_same_metrics(tmp_path):
     assert "smollm2_135m_instruct.h18.pearson_r" in metrics and "gemma3_270m.h18.spearman_rho" in metrics
 
 
+@pytest.mark.slow
 def test_a_crash_leaves_the_previous_result_untouched(tmp_path, monkeypatch):
     settings = RunSettings(profile="tiny", results_dir=tmp_path, cache_dir=tmp_path / "cache", device="cpu",
                            show_progress=False, overrides=("models=[llama2_7b]", "pairs=[]"))

@@ -125,6 +125,7 @@ def test_conditions_are_paired_by_seed(tre_run):
     assert len({next(iter(s)) for s in seeds.values()}) == len(seeds), "different (prompt, trial), different stream"
 
 
+@pytest.mark.slow
 def test_identical_parameters_give_identical_text_in_every_condition(tmp_path):
     collapse = ["ranges.temperature.lo=0.7", "ranges.temperature.hi=0.7", "ranges.top_p.lo=0.9",
                 "ranges.top_p.hi=0.9", "ranges.top_k.lo=50", "ranges.top_k.hi=50"]
@@ -136,6 +137,7 @@ def test_identical_parameters_give_identical_text_in_every_condition(tmp_path):
     assert len({t["neural"] for t in texts.values()}) > len(texts) // 2, "the streams differ across prompts/trials"
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_metrics_and_another_seed_does_not(tre_run, tmp_path):
     again = run_spec(SMOL, _settings(tmp_path, *E2E))
     assert (again.run_dir / "metrics.json").read_bytes() == (tre_run.run_dir / "metrics.json").read_bytes()
@@ -177,6 +179,7 @@ def test_signal_and_calibration_match_an_independent_hook(tre_run):
     assert cal["n_tokens"] == sum(len(r) for r in calibration_rows)
 
 
+@pytest.mark.slow
 def test_report_page_shows_reported_beside_reproduced(tmp_path):
     from harness.report.render import build_reports
 
@@ -277,6 +280,7 @@ def test_nan_in_calibration_is_skipped_and_counted_under_mask():
     assert cal.top5_variance_raw[0] is None and all(v is not None for v in cal.top5_variance_raw[1:])
 
 
+@pytest.mark.slow
 def test_mlp_neurons_point_and_its_refusal_for_moe(tmp_path):
     run = run_spec(SMOL, _settings(tmp_path, "point=mlp_neurons", "profiles.tiny.max_new_tokens=4",
                                    "profiles.tiny.trials=1"))

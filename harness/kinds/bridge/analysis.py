@@ -53,6 +53,14 @@ def _set_accuracy(out: Analysis, key: str, hits: list[bool]) -> str:
     return f"{100 * sum(hits) / len(hits):.1f}% [{100 * low:.1f}, {100 * high:.1f}]"
 
 
+def headline_metrics(spec: BridgeSpec) -> list[str]:
+    """Metrics every complete run must have: each method's generation accuracy (and scored accuracy
+    where the task has labels to score)."""
+    scored = spec.task.task_type in ("classification", "multiple_choice")
+    return [f"{m}.{s}.accuracy" for m in spec.evaluation.methods
+            for s in (("generation", "scored") if scored else ("generation",))]
+
+
 def seed_views(records: list[dict]) -> dict:
     """Training seed -> that seed's rows as a one-seed run writes them: the deterministic methods
     (stored once, in the first seed's rows) merged into every other seed's rows by item id.

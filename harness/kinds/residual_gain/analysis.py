@@ -38,6 +38,12 @@ PER_PROMPT = ("last_gain_pre_norm", "last_gain_post_norm", "cumulative_energy", 
               "largest_early_gain", "largest_early_gain_layer", "effective_amplification", "embedding_norm")
 
 
+def headline_metrics(spec: ResidualGainSpec) -> list[str]:
+    """Metrics every complete run must have (a run whose headline became NaN or vanished is broken)."""
+    return [f"{m}.{key}" for m in spec.models for key in ("last_gain_pre_norm.mean", "cumulative_energy.mean",
+                                                            "wu_sigma_max")]
+
+
 def analyze(spec: ResidualGainSpec, records: list[dict], curves: list[dict] | None = None) -> Analysis:
     out = Analysis()
     derived = {(r["model"], r["prompt_id"]): derive(r, spec.early_layers_fraction) for r in records}

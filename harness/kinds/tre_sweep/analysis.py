@@ -54,6 +54,15 @@ def _with_reported(expected: dict, fragment: str) -> bool:
     return any(fragment in key for key in expected)
 
 
+def headline_metrics(spec: TRESweepSpec) -> list[str]:
+    """Metrics every complete run must have: each condition's mean vocab diversity per model, and
+    the neural-vs-baseline effect size where both conditions ran."""
+    keys = [f"{m}.{c}.vocab_diversity.mean" for m in spec.models for c in spec.conditions]
+    if {"neural", "baseline"} <= set(spec.conditions):
+        keys += [f"{m}.d.neural_vs_baseline.vocab_diversity" for m in spec.models]
+    return keys
+
+
 def analyze(spec: TRESweepSpec, records: list[dict], curves: list[dict] | None = None) -> Analysis:
     out = Analysis()
     expected = {e.metric: e.value for e in spec.expected}
