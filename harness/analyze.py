@@ -44,7 +44,11 @@ def load_run(run_dir: Path, spec_path: Path) -> SavedRun | None:
         spec = current_spec
         notes.append("The run's recorded spec no longer validates; analysed with the current spec file.")
     if spec.model_dump(mode="json") != current_spec.model_dump(mode="json"):
-        notes.append("The spec file changed after this run; the tables describe the run as it was made.")
+        if run.get("overrides"):
+            notes.append("This run used --set overrides (" + ", ".join(run["overrides"]) + "); the tables describe "
+                         "the run as it was made, not the spec file as written.")
+        else:
+            notes.append("The spec file changed after this run; the tables describe the run as it was made.")
     curves_file = run_dir / "curves.csv"
     curves = read_csv_rows(curves_file) if curves_file.is_file() else []
     return SavedRun(run, read_jsonl(run_dir / "records.jsonl"), curves, spec, notes)

@@ -6,8 +6,9 @@ Per spec in params.yaml:
                   and dataset catalogs, and the import closure of the engine and the kind's executor.
   analyze-<name>  records -> metrics.json, figures/. Depends on the run's files and the import closure of
                   the analysis stage and the kind's analysis and figures modules.
-and one `report` stage (-> reports/) that depends on every run's files, the specs, the benchmark
-results, the templates and the closure of the renderer and every kind's analysis, figures and summary.
+and one `report` stage (-> reports/) that depends on results/ (every run and analysis; a spec not run
+yet renders as "not run"), the specs, the benchmark results, the templates and the closure of the
+renderer and every kind's analysis, figures and summary.
 
 The closure is computed from `import` statements (those inside functions too, not those under
 `if TYPE_CHECKING:`) over the `harness` and
@@ -152,7 +153,6 @@ def read_params(path: Path = Path("params.yaml")) -> dict:
 def build_stages(params: dict) -> dict:
     """The `stages:` mapping of dvc.yaml for the specs listed in params.yaml."""
     stages: dict = {}
-    report_deps: list[str] = []
     kinds_seen: list[str] = []
     for name, spec_file in sorted(params["specs"].items()):
         spec = load_spec(spec_file, "local")
@@ -174,11 +174,9 @@ def build_stages(params: dict) -> dict:
             "outs": [{f"{run_dir}/figures": {"cache": False}}],
             "metrics": [{f"{run_dir}/metrics.json": {"cache": False}}],
         }
-        report_deps += [f"{run_dir}/{out}" for out in RUN_OUTS] + [f"{run_dir}/figures"]
     stages["report"] = {
         "cmd": "harness report",
-        "deps": ["specs", "benchmarks/results"] + report_deps
-        + closure_files(report_roots(sorted(set(kinds_seen)))),
+        "deps": ["specs", "benchmarks/results", "results"] + closure_files(report_roots(sorted(set(kinds_seen)))),
         "outs": [{"reports": {"cache": False}}],
     }
     return stages
