@@ -57,7 +57,7 @@ def main() -> None:
     spec, task, sender, receiver = setup(args.spec, args.profile, cache, mirror)
     layer, t = spec.bridge.sender_layer, task.task
     digest = spec_hash(spec.model_dump(mode="json"), args.profile)
-    checkpoint = state_dir_for(cache, spec.name, digest) / "bridge.pt"
+    checkpoint = state_dir_for(cache, spec.name, digest) / f"bridge.seed{spec.training_seeds()[0]}.pt"  # the first training seed
     if not checkpoint.is_file():
         sys.exit(f"error: no trained bridge for {args.spec} ({args.profile} profile) at {checkpoint}; "
                  f"run `harness run {args.spec} --profile {args.profile}` first")

@@ -81,6 +81,7 @@ def analyze(spec: BridgeSpec, records: list[dict], curves: list[dict] | None = N
     views = seed_views(records)
     first = next(iter(views))
     out = _analyze_view(spec, views[first], curves)
+    out.set("n_items", len(views[first]))
     if len(views) > 1:
         out.tables.insert(1, _across_seeds(spec, views, out))
         out.notes.append(f"Trained methods ran with {len(views)} training seeds ({', '.join(map(str, views))}); the "

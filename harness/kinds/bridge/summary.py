@@ -19,6 +19,18 @@ def _cell(metrics: dict, expected: dict, key: str) -> str:
     return f"{text} ({_pct(reported)})" if isinstance(reported, float) else text
 
 
+def _seed_cell(metrics: dict) -> str | None:
+    """Generation (and scored) accuracy of the bridge as mean [t interval] over training seeds, if it had several."""
+    parts = []
+    for scoring in SCORINGS:
+        key = f"bridge.{scoring}.accuracy"
+        if f"{key}.seed_mean" in metrics:
+            n = sum(1 for k in metrics if k.startswith(f"{key}.seed_") and k[len(key) + 6:].isdigit())
+            parts.append(f"{scoring} {_pct(metrics[key + '.seed_mean'])} [{100 * metrics[key + '.seed_ci_low']:.1f}, "
+                         f"{100 * metrics[key + '.seed_ci_high']:.1f}] ({n} seeds)")
+    return "; ".join(parts) or None
+
+
 def summary(entries, figure_dir: Path) -> tuple[list[Table], list[str], list[Path]]:
     """Tables and figures across every bridge spec: master, token ablation, reasoning, McNemar, latency.
 
@@ -27,11 +39,14 @@ def summary(entries, figure_dir: Path) -> tuple[list[Table], list[str], list[Pat
     """
     notes = ["Cells read 'reproduced (reported)'. Reproduced values come from each spec's latest run under the "
              "profile named in its page; reported values from the seed report (paper profile: Llama-3.1-8B -> "
-             "Mistral-7B). Generation accuracy is the report's protocol; scored accuracy is shown beside it."]
+             "Mistral-7B). Generation accuracy is the report's protocol; scored accuracy is shown beside it. "
+             "Bridge and Bridge (scored) are the first training seed; where a spec ran several, the mean over "
+             "seeds with a t interval is beside them."]
     tables = []
     master = Table("master", "Master table (seed 002, section 85): bridge vs text, same items", [
         Column("Task", align="l"), Column("Classes", "d"), Column("Profile", align="l"), Column("N", "d"),
-        Column("Bridge", align="l"), Column("Bridge (scored)", align="l"), Column("Text relay", align="l"),
+        Column("Bridge", align="l"), Column("Bridge (scored)", align="l"),
+        Column("Bridge over training seeds (mean [95% CI])", align="l"), Column("Text relay", align="l"),
         Column("Δ bridge − relay (pp)", "+.1f"), Column("Sender text", align="l"), Column("Receiver text", align="l")])
     for e in entries:
         if "master" not in e.spec.tags:
@@ -41,8 +56,8 @@ def summary(entries, figure_dir: Path) -> tuple[list[Table], list[str], list[Pat
         delta = (100 * (m["bridge.generation.accuracy"] - m["text_relay.generation.accuracy"])
                  if "text_relay.generation.accuracy" in m and "bridge.generation.accuracy" in m else None)
         master.add(e.spec.task.dataset, len(e.spec.task.label_names()), e.run["profile"] if e.run else "not run",
-                   e.run["n_records"] if e.run else None, _cell(m, x, "bridge.generation.accuracy"),
-                   _cell(m, x, "bridge.scored.accuracy"), _cell(m, x, "text_relay.generation.accuracy"), delta,
+                   m.get("n_items"), _cell(m, x, "bridge.generation.accuracy"),
+                   _cell(m, x, "bridge.scored.accuracy"), _seed_cell(m), _cell(m, x, "text_relay.generation.accuracy"), delta,
                    _cell(m, x, "sender_text.generation.accuracy"), _cell(m, x, "receiver_text.generation.accuracy"))
     tables.append(master)
 

@@ -44,36 +44,38 @@ def run(spec: ResidualGainSpec, ctx: RunContext) -> RunOutput:
     bar = ctx.progress(total=len(spec.models) * len(spec.prompts), desc="residual gain", unit="prompt")
     for name in spec.models:
         bar.set_postfix_str(f"loading {name}")
-        lm = ctx.models.get(name, spec.dtype)
-        facts = lm.facts
-        sigma = spectral_norm(lm.anatomy.lm_head.weight)
-        bar.set_postfix_str(name)
-        for prompt in spec.prompts:
-            enc = lm.tokenizer(prompt.text, return_tensors="pt", add_special_tokens=spec.add_special_tokens).to(lm.device)
-            with torch.no_grad(), ActivationCapture(name, lm.anatomy, residual=True, final_norm=True) as cap:
-                logits = lm.model(**enc).logits[0, -1]
-            check_finite(logits, name, "logits")
-            positions = _content_positions(enc["input_ids"][0].cpu(), lm.tokenizer)
-            stream = [t[0].float().cpu() for t in cap.residual_stream()]
-            post = cap.get("final_norm.out")[0].float().cpu()
-            top = int(logits.argmax())
-            records.append({
-                "model": name,
-                "display_name": lm.entry.display_name,
-                "prompt_id": prompt.id,
-                "prompt": prompt.text,
-                "category": prompt.category,
-                "n_tokens": int(enc["input_ids"].shape[1]),
-                "norms_last": [float(t[-1].norm()) for t in stream],
-                "norms_tokmean": [float(t[positions].norm(dim=-1).mean()) for t in stream],
-                "final_norm_out_last": float(post[-1].norm()),
-                "final_norm_out_tokmean": float(post[positions].norm(dim=-1).mean()),
-                "next_token_entropy": entropy_nats(logits),
-                "top_next_token": lm.tokenizer.decode([top]),
-                "wu_sigma_max": sigma,
-                **{f"arch_{k}": v for k, v in facts.items()},
-            })
-            bar.update(1)
+        with ctx.phase(f"load.{name}"):
+            lm = ctx.models.get(name, spec.dtype)
+        with ctx.phase(f"measure.{name}"):
+            facts = lm.facts
+            sigma = spectral_norm(lm.anatomy.lm_head.weight)
+            bar.set_postfix_str(name)
+            for prompt in spec.prompts:
+                enc = lm.tokenizer(prompt.text, return_tensors="pt", add_special_tokens=spec.add_special_tokens).to(lm.device)
+                with torch.no_grad(), ActivationCapture(name, lm.anatomy, residual=True, final_norm=True) as cap:
+                    logits = lm.model(**enc).logits[0, -1]
+                check_finite(logits, name, "logits")
+                positions = _content_positions(enc["input_ids"][0].cpu(), lm.tokenizer)
+                stream = [t[0].float().cpu() for t in cap.residual_stream()]
+                post = cap.get("final_norm.out")[0].float().cpu()
+                top = int(logits.argmax())
+                records.append({
+                    "model": name,
+                    "display_name": lm.entry.display_name,
+                    "prompt_id": prompt.id,
+                    "prompt": prompt.text,
+                    "category": prompt.category,
+                    "n_tokens": int(enc["input_ids"].shape[1]),
+                    "norms_last": [float(t[-1].norm()) for t in stream],
+                    "norms_tokmean": [float(t[positions].norm(dim=-1).mean()) for t in stream],
+                    "final_norm_out_last": float(post[-1].norm()),
+                    "final_norm_out_tokmean": float(post[positions].norm(dim=-1).mean()),
+                    "next_token_entropy": entropy_nats(logits),
+                    "top_next_token": lm.tokenizer.decode([top]),
+                    "wu_sigma_max": sigma,
+                    **{f"arch_{k}": v for k, v in facts.items()},
+                })
+                bar.update(1)
         ctx.models.release(name)
     bar.close()
     return RunOutput(records=records, curves=_curves(spec, records))

@@ -63,7 +63,8 @@ def run(spec: TRESweepSpec, ctx: RunContext) -> RunOutput:
                        unit="batch")
     for name in spec.models:
         bar.set_postfix_str(f"loading {name}")
-        lm = ctx.models.get(name, spec.dtype)
+        with ctx.phase(f"load.{name}"):
+            lm = ctx.models.get(name, spec.dtype)
         layer = lm.anatomy.layer_index(spec.layer_for(lm.anatomy.n_layers))
         if spec.point == "mlp_neurons":
             try:
@@ -73,10 +74,11 @@ def run(spec: TRESweepSpec, ctx: RunContext) -> RunOutput:
         fmt, add_special, used_format = prompt_formatter(lm, name, spec.prompt_format)
         texts = [fmt(p.text) for p in prompts]
         bar.set_postfix_str(f"calibrating {name}")
-        calibration = calibrate(lm, name, [fmt(t) for t in spec.calibration.texts] or texts,
-                                add_special_tokens=add_special, max_tokens=spec.calibration.max_tokens, layer=layer,
-                                point_kind=spec.point, top_k=spec.top_k_neurons, aggregate_how=spec.aggregate,
-                                batch_size=batch, nan_policy=spec.nan_policy)
+        with ctx.phase(f"calibration.{name}"):
+            calibration = calibrate(lm, name, [fmt(t) for t in spec.calibration.texts] or texts,
+                                    add_special_tokens=add_special, max_tokens=spec.calibration.max_tokens,
+                                    layer=layer, point_kind=spec.point, top_k=spec.top_k_neurons,
+                                    aggregate_how=spec.aggregate, batch_size=batch, nan_policy=spec.nan_policy)
         records.append({**calibration.as_record(), "display_name": lm.entry.display_name, "prompt_format": used_format})
         for trial in range(spec.trials):
             seeds = [generation_seed(spec.seed, p.id, trial) for p in prompts]
@@ -90,9 +92,10 @@ def run(spec: TRESweepSpec, ctx: RunContext) -> RunOutput:
                     controller = _controller(condition, spec, name, lm, calibration, len(texts[rows]),
                                              random_uniforms[rows])
                     try:
-                        generated = generate_rows(lm, name, texts[rows], controller, uniforms[rows],
-                                                  max_new_tokens=spec.max_new_tokens, nan_policy=spec.nan_policy,
-                                                  add_special_tokens=add_special, progress=bar)
+                        with ctx.phase(f"generation.{name}.{condition}"):
+                            generated = generate_rows(lm, name, texts[rows], controller, uniforms[rows],
+                                                      max_new_tokens=spec.max_new_tokens, nan_policy=spec.nan_policy,
+                                                      add_special_tokens=add_special, progress=bar)
                     except NonFiniteActivationError as exc:
                         raise NonFiniteActivationError(f"{exc} ({condition} condition, trial {trial})") from None
                     for prompt, seed, row in zip(prompts[rows], seeds[rows], generated):
