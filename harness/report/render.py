@@ -42,6 +42,19 @@ def md_escape(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+# What a pipeline stage writes: a run that regenerates them (dvc removes a stage's outputs first) is not
+# made from uncommitted inputs, so pages do not call it dirty on their account.
+PIPELINE_OUTPUTS = ("results/", "reports/", "dvc.lock")
+
+
+def input_changes(git: dict) -> list[str]:
+    """Uncommitted changes recorded in run.json that could have changed the run (its inputs, code, specs);
+    runs recorded before the list existed report the bare flag as 'unknown files'."""
+    if git.get("modified") is None:
+        return ["unknown files"] if git.get("dirty") else []
+    return [path for path in git["modified"] if not path.startswith(PIPELINE_OUTPUTS)]
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("harness.report", "templates"),
@@ -51,6 +64,7 @@ def _environment() -> jinja2.Environment:
     env.filters["tex"] = tex_escape
     env.filters["md"] = md_escape
     env.filters["cell"] = format_cell
+    env.filters["input_changes"] = input_changes
     return env
 
 

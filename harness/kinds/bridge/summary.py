@@ -63,7 +63,7 @@ def summary(entries, figure_dir: Path) -> tuple[list[Table], list[str], list[Pat
         delta = (100 * (m["bridge.generation.accuracy"] - m["text_relay.generation.accuracy"])
                  if "text_relay.generation.accuracy" in m and "bridge.generation.accuracy" in m else None)
         master.add(e.spec.task.dataset, len(e.spec.task.label_names()), e.run["profile"] if e.run else "not run",
-                   m.get("n_items"), _cell(m, e.spec, "bridge.generation.accuracy"),
+                   int(m["n_items"]) if "n_items" in m else None, _cell(m, e.spec, "bridge.generation.accuracy"),
                    _cell(m, e.spec, "bridge.scored.accuracy"), _seed_cell(m), _cell(m, e.spec, "text_relay.generation.accuracy"), delta,
                    _cell(m, e.spec, "sender_text.generation.accuracy"), _cell(m, e.spec, "receiver_text.generation.accuracy"))
     tables.append(master)
