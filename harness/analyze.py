@@ -20,6 +20,9 @@ from registry.errors import SpecError
 from registry.kinds import SPEC_ADAPTER
 
 
+FIGURE_MANIFEST = "FIGURES.txt"
+
+
 @dataclass
 class SavedRun:
     run: dict
@@ -71,7 +74,12 @@ def analyze_run(spec_path: Path, results_dir: Path, name: str | None = None) -> 
     figure_dir = run_dir / "figures"
     stage = staging_dir(figure_dir)
     try:
-        kinds.figure_maker(saved.spec.kind).figures(saved.spec, analysis, saved.records, saved.curves, stage)
+        written = kinds.figure_maker(saved.spec.kind).figures(saved.spec, analysis, saved.records, saved.curves, stage)
+        # A manifest, so the folder exists in a git checkout even when a run has nothing to plot (git keeps no
+        # empty folders, and DVC would count the missing output as a change).
+        names = sorted(Path(p).name for p in written)
+        (stage / FIGURE_MANIFEST).write_text("".join(f"{n}\n" for n in names) or "(no figures for this run)\n",
+                                             encoding="utf-8")
         replace_dir(stage, figure_dir)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
