@@ -29,6 +29,7 @@ class SavedRun:
     records: list[dict]
     curves: list[dict]
     spec: object  # the spec as it was run
+    current_spec: object  # the spec file as it is now, under the run's profile
     notes: list[str]
 
 
@@ -54,7 +55,7 @@ def load_run(run_dir: Path, spec_path: Path) -> SavedRun | None:
             notes.append("The spec file changed after this run; the tables describe the run as it was made.")
     curves_file = run_dir / "curves.csv"
     curves = read_csv_rows(curves_file) if curves_file.is_file() else []
-    return SavedRun(run, read_jsonl(run_dir / "records.jsonl"), curves, spec, notes)
+    return SavedRun(run, read_jsonl(run_dir / "records.jsonl"), curves, spec, current_spec, notes)
 
 
 def analyze_saved(saved: SavedRun) -> Analysis:

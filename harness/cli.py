@@ -141,15 +141,15 @@ def run(spec: Path, profile: str, overrides: tuple[str, ...], device: str, resul
     click.echo(f"\n{summary.name}: done in {summary.wall_seconds:.1f} s -> {summary.run_dir}/")
     if no_analyze:
         return
-    _analyze_and_show(spec, results_dir)
+    _analyze_and_show(spec, results_dir, summary.name)
     click.echo("Run `harness report` to render every table and figure into reports/.")
 
 
-def _analyze_and_show(spec: Path, results_dir: Path) -> None:
+def _analyze_and_show(spec: Path, results_dir: Path, name: str | None = None) -> None:
     from harness.analyze import analyze_run
     from harness.report.render import render_table_md
 
-    analysis = analyze_run(spec, results_dir)
+    analysis = analyze_run(spec, results_dir, name)
     if analysis.tables:
         click.echo(render_table_md(analysis.tables[0]))
 

@@ -110,7 +110,7 @@ def collect(spec_paths: list[Path], results_dir: Path) -> list[SpecReport]:
     for path in spec_paths:
         run_dir = Path(results_dir) / path.stem
         saved = load_run(run_dir, path)
-        spec = load_spec(path, saved.run["profile"] if saved else "paper")
+        spec = saved.current_spec if saved else load_spec(path, "paper")
         report = SpecReport(spec.name, spec, str(path), saved.run if saved else None)
         if saved is not None:
             report.notes.extend(saved.notes)
