@@ -17,7 +17,7 @@ from harness.fsutil import read_csv_rows, read_jsonl, replace_dir, staging_dir, 
 from harness.report.tables import Analysis
 from registry import load_spec
 from registry.errors import SpecError
-from registry.kinds import SPEC_ADAPTER
+from registry.kinds import validate_spec
 
 
 FIGURE_MANIFEST = "FIGURES.txt"
@@ -39,11 +39,15 @@ def load_run(run_dir: Path, spec_path: Path) -> SavedRun | None:
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").is_file() or not (run_dir / "records.jsonl").is_file():
         return None
-    run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    run = _read_saved(run_dir / "run.json", lambda p: json.loads(p.read_text(encoding="utf-8")))
+    if not isinstance(run, dict) or not {"name", "profile", "spec"} <= set(run):
+        raise SavedRunError(f"{run_dir / 'run.json'}: not a run record (it needs name, profile and spec)")
+    if run["name"] != Path(spec_path).stem:
+        raise SavedRunError(f"{run_dir / 'run.json'}: records a run of {run['name']!r}, not of {spec_path}")
     current_spec = load_spec(spec_path, run["profile"])
     notes = []
     try:
-        spec = SPEC_ADAPTER.validate_python(run["spec"])
+        spec = validate_spec(run["spec"])
     except Exception:
         spec = current_spec
         notes.append("The run's recorded spec no longer validates; analysed with the current spec file.")
@@ -54,8 +58,20 @@ def load_run(run_dir: Path, spec_path: Path) -> SavedRun | None:
         else:
             notes.append("The spec file changed after this run; the tables describe the run as it was made.")
     curves_file = run_dir / "curves.csv"
-    curves = read_csv_rows(curves_file) if curves_file.is_file() else []
-    return SavedRun(run, read_jsonl(run_dir / "records.jsonl"), curves, spec, current_spec, notes)
+    curves = _read_saved(curves_file, read_csv_rows) if curves_file.is_file() else []
+    return SavedRun(run, _read_saved(run_dir / "records.jsonl", read_jsonl), curves, spec, current_spec, notes)
+
+
+class SavedRunError(RuntimeError):
+    """A run directory's file is unreadable or belongs to another spec."""
+
+
+def _read_saved(path: Path, read):
+    try:
+        return read(path)
+    except (ValueError, UnicodeDecodeError, OSError) as exc:  # json/csv errors are ValueErrors
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise SavedRunError(f"{path}: unreadable ({first}); rerun the spec to rewrite it") from None
 
 
 def analyze_saved(saved: SavedRun) -> Analysis:

@@ -30,14 +30,26 @@ def user_errors(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         from harness.data import DataError
-        from harness.models import ModelFetchError, NonFiniteActivationError
+        from harness.fsutil import RunLocked
+        from harness.models import DeviceUnavailable, ModelFetchError, NonFiniteActivationError
+        from harness.analyze import SavedRunError
 
         try:
             return func(*args, **kwargs)
         except SpecError as exc:
             _fail(str(exc), 2)
-        except (DataError, ModelFetchError, NonFiniteActivationError, IndexError, FloatingPointError) as exc:
+        except (DataError, ModelFetchError, NonFiniteActivationError, IndexError, FloatingPointError, RunLocked,
+                DeviceUnavailable, SavedRunError) as exc:
             _fail(str(exc), 1)
+        except MemoryError:
+            _fail("out of memory (an allocation could not succeed); use a smaller batch_size or profile", 1)
+        except RuntimeError as exc:
+            if "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower():
+                _fail(f"out of memory: {str(exc).splitlines()[0]}; use a smaller batch_size or profile", 1)
+            raise
+        except OSError as exc:  # read-only folder, disk full, a file where a folder should be
+            message = exc.strerror or str(exc)
+            _fail(f"{exc.filename}: {message}" if exc.filename else message, 1)
         except KeyboardInterrupt:
             _fail("interrupted; the previous complete result (if any) is untouched", 130)
 
@@ -61,6 +73,7 @@ def main():
 @user_errors
 def list_specs(specs_dir: Path, results_dir: Path):
     """List every spec: name, kind, source, profiles it can run on, last result."""
+    from harness.analyze import SavedRunError
     from harness.engine import runnable_profiles
     from harness.report.render import spec_files
     from registry import load_spec_all_profiles
@@ -71,7 +84,11 @@ def list_specs(specs_dir: Path, results_dir: Path):
         spec = by_profile["local"]
         run_file = results_dir / spec.name / "run.json"
         if run_file.is_file():
-            run = json.loads(run_file.read_text())
+            try:
+                run = json.loads(run_file.read_text(encoding="utf-8"))
+                run["profile"], run["started_utc"], run["wall_seconds"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise SavedRunError(f"{run_file}: unreadable ({type(exc).__name__}: {exc}); rerun the spec") from None
             last = f"{run['profile']}, {run['started_utc'][:16].replace('T', ' ')}, {run['wall_seconds']:.0f}s"
         else:
             last = "—"
@@ -188,9 +205,14 @@ def pipeline(write: bool, params_file: Path):
 @user_errors
 def report(specs_dir: Path, results_dir: Path, out_dir: Path):
     """Render reports/*.md and reports/*.tex from every spec and its latest result."""
-    from harness.report.render import build_reports, spec_files
+    from harness.report.render import ReportInputsError, build_reports, spec_files
 
-    written = build_reports(spec_files([specs_dir]), results_dir, out_dir)
+    try:
+        written = build_reports(spec_files([specs_dir]), results_dir, out_dir)
+    except ReportInputsError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        _fail(f"{len(exc.problems)} input(s) could not be read; {out_dir}/ is unchanged", exc.exit_code)
     click.echo(f"wrote {len(written)} files to {out_dir}/")
 
 

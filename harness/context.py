@@ -3,6 +3,7 @@ for the contract. `curves` are the rows of curves.csv (training logs and other s
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,6 +14,34 @@ from tqdm.auto import tqdm
 
 from harness.data import load_items
 from harness.models import ModelProvider
+
+
+@dataclass
+class Processes:
+    """The processes a run is split over: one, or N under `accelerate launch --num_processes N`."""
+
+    index: int = 0
+    count: int = 1
+    device: torch.device | None = None  # the process's own device when launched; None: the --device choice
+    state: object = None  # accelerate's PartialState when launched
+
+    @property
+    def is_main(self) -> bool:
+        return self.index == 0
+
+    def wait(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+    @classmethod
+    def current(cls, device: str = "auto") -> "Processes":
+        """Read the launcher's environment; a plain `harness run` is one process and starts nothing."""
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return cls()
+        from accelerate import PartialState
+
+        state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+        return cls(state.process_index, state.num_processes, state.device, state)
 
 
 @dataclass
@@ -32,7 +61,11 @@ class RunContext:
     cache_dir: Path | None = None  # shared, content-addressed caches (e.g. sender hidden states)
     data_mirror: Path | None = None
     show_progress: bool = True
+    processes: Processes = field(default_factory=Processes)
     phase_seconds: dict[str, float] = field(default_factory=dict)  # recorded in run.json as `phases`
+    # what happened to each piece of trained state (run.json `state.trained`): e.g.
+    # {"bridge.seed0": {"status": "trained" | "resumed" | "reused", "from_step": 0, "steps": 250}}
+    state_use: dict[str, dict] = field(default_factory=dict)
 
     @contextmanager
     def phase(self, name: str):

@@ -47,7 +47,7 @@ def sample(items: list[dict], limit: int | None, seed: int) -> list[dict]:
 def _mirror_rows(entry: DatasetEntry, split: str, mirror: Path) -> list[dict]:
     path = Path(mirror) / entry.name / f"{split}.jsonl"
     if not path.is_file():
-        have = ", ".join(entry.mirror_splits) or "none"
+        have = ", ".join(sorted(p.stem for p in path.parent.glob("*.jsonl"))) or "nothing"
         raise DataError(f"{entry.name}: split {split!r} is not in the mirror ({path} missing; the mirror holds: {have})")
     rows = []
     with open(path, encoding="utf-8") as handle:

@@ -1,27 +1,51 @@
-"""Where files live and how they are written: the default cache folder, and atomic writes (a crash
-leaves the previous complete file or folder, never half of one)."""
+"""Where files live and how they are written: the default cache folder, atomic writes (a crash
+leaves the previous complete file or folder, never half of one), unique temporary names (two
+processes writing the same file never share one), and a lock per run directory."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+from filelock import FileLock, Timeout
 
 # models, sender states and training state live here unless --cache-dir / HARNESS_CACHE_DIR say otherwise
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "latent-harness"
 
 
+class RunLocked(RuntimeError):
+    """Another process holds the lock of a run directory or a training state folder."""
+
+
+class WriteFailed(OSError):
+    """A result, cache or report file could not be written (read-only folder, disk full, not a folder)."""
+
+
+def _unique_sibling(path: Path, suffix: str) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    return Path(tmp)
+
+
 def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
-    """Let `write` fill a sibling `.partial` file, then rename it over `path` (for binary writers
+    """Let `write` fill a uniquely named sibling file, then rename it over `path` (for binary writers
     such as torch.save and safetensors that take a path)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    write(tmp)
-    tmp.replace(path)
+    tmp = _unique_sibling(path, ".partial")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -60,7 +84,7 @@ def staging_dir(final: Path) -> Path:
 
 
 def replace_dir(staging: Path, final: Path) -> None:
-    """Swap a completely written staging folder into place of `final`."""
+    """Swap a completely written staging folder into place of `final` (callers hold `final`'s lock)."""
     final = Path(final)
     backup = final.with_name(f".{final.name}.previous")
     shutil.rmtree(backup, ignore_errors=True)
@@ -70,12 +94,50 @@ def replace_dir(staging: Path, final: Path) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
-def restore_interrupted(final: Path) -> None:
-    """If a swap was interrupted between its two renames, put the previous result back."""
+def restore_interrupted(final: Path, max_age_seconds: float = 0.0) -> None:
+    """Clean up after a process that died mid-write (callers hold `final`'s lock): if a swap was
+    interrupted between its two renames, put the previous result back; delete orphaned staging
+    folders older than `max_age_seconds`."""
     final = Path(final)
     backup = final.with_name(f".{final.name}.previous")
     if not final.exists() and backup.exists():
         os.replace(backup, final)
+    now = time.time()
+    for orphan in final.parent.glob(f".{final.name}.staging-*"):
+        if now - orphan.stat().st_mtime >= max_age_seconds:
+            shutil.rmtree(orphan, ignore_errors=True)
+
+
+@contextmanager
+def exclusive(path: Path, what: str):
+    """Hold `<path>.lock` for the block; if another process holds it, stop with one line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path.with_name(f".{path.name}.lock")), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunLocked(f"{what} {path} is in use by another run (lock file {lock.lock_file}); "
+                        f"wait for it to finish or stop it") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def check_writable(folder: Path, need_bytes: int = 0) -> None:
+    """Fail before long work if `folder` cannot be created or written, or has less than `need_bytes` free."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = _unique_sibling(folder / "write-probe", ".tmp")
+        probe.unlink()
+    except OSError as exc:
+        raise WriteFailed(exc.errno or errno.EIO, f"cannot write to {folder}: {exc.strerror or exc}") from None
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise WriteFailed(errno.ENOSPC, f"{folder} has {free / 2**20:.0f} MiB free, this run needs about "
+                                        f"{need_bytes / 2**20:.0f} MiB")
 
 
 def read_csv_rows(path: Path) -> list[dict]:

@@ -2,8 +2,8 @@
 
 Per spec in params.yaml:
   run-<name>      models -> records.jsonl, run.json, curves.csv. Depends on the spec file and the files
-                  it extends or names (as DVC params, so `dvc params diff` shows spec edits), the model
-                  and dataset catalogs, and the import closure of the engine and the kind's executor.
+                  it extends or names (as DVC params, so `dvc params diff` shows spec edits), the catalog
+                  entries it names, and the import closure of the engine and the kind's executor.
   analyze-<name>  records -> metrics.json, figures/. Depends on the run's files and the import closure of
                   the analysis stage and the kind's analysis and figures modules.
 and one `report` stage (-> reports/) that depends on results/ (every run and analysis; a spec not run
@@ -11,29 +11,32 @@ yet renders as "not run"), the specs, the benchmark results, the templates and t
 renderer and every kind's analysis, figures and summary.
 
 The closure is computed from `import` statements (those inside functions too, not those under
-`if TYPE_CHECKING:`) over the `harness` and
-`registry` packages; importing a module also imports its parent packages. One edge is cut on purpose:
-`registry/kinds/__init__.py` imports every kind's spec model to build the union of kinds, but a spec of
-one kind is never validated by another kind's model, so a kind's stages do not depend on the other
-kinds' spec models. The CLI (harness/cli.py) is left out: it only turns options into the engine's
-arguments, and every default that changes a result lives in the engine or the spec.
+`if TYPE_CHECKING:`) over the `harness` and `registry` packages; importing a module also imports its
+parent packages. A kind's modules are loaded by name (registry/kinds/__init__.py, harness/kinds/__init__.py),
+so each stage's roots name its own kind's modules, and the walk never enters another kind's. The model and
+dataset catalogs are DVC params keyed by entry (`models.<name>`, `datasets.<name>`): a run depends on the
+entries it names, so adding a model, a dataset or a kind leaves every existing stage unchanged. The CLI
+(harness/cli.py) is left out: it only turns options into the engine's arguments, and every default that
+changes a result lives in the engine or the spec.
 """
 
 from __future__ import annotations
 
-import ast
-from functools import cache
 from pathlib import Path
 
 import yaml
 
+from harness.codegraph import PROJECT_ROOT, analyze_roots, closure, module_files, run_roots
+from registry.kinds import KINDS
 from registry.loader import load_spec, spec_files_read
 from registry.yaml_io import parse_yaml
 
-PACKAGES = ("harness", "registry")
-# Files other than Python modules that a module reads at run time.
+MODEL_CATALOG = "registry/catalog/models.yaml"
+DATASET_CATALOG = "registry/catalog/datasets.yaml"
+# Files other than Python modules that a module reads at run time. A run or analysis stage reads only
+# its own catalog entries, declared as params instead (see catalog_params).
 DATA_FILES = {
-    "registry.catalog": ("registry/catalog/models.yaml", "registry/catalog/datasets.yaml"),
+    "registry.catalog": (MODEL_CATALOG, DATASET_CATALOG),
     "harness.report.render": ("harness/report/templates",),
 }
 RUN_OUTS = ("records.jsonl", "run.json", "curves.csv")
@@ -45,103 +48,28 @@ HEADER = """\
 """
 
 
-@cache
-def module_files(root: Path = Path(".")) -> dict[str, Path]:
-    """Module name -> source file, for every module of the project's packages."""
-    found = {}
-    for package in PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            rel = path.relative_to(root).with_suffix("")
-            parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
-            found[".".join(parts)] = path.relative_to(root)
-    return found
-
-
-def _parents(module: str) -> list[str]:
-    parts = module.split(".")
-    return [".".join(parts[:i]) for i in range(1, len(parts))]
-
-
-def _runtime_nodes(tree: ast.AST):
-    """Every node except those under `if TYPE_CHECKING:` (imports for type hints only)."""
-    todo = [tree]
-    while todo:
-        node = todo.pop()
-        yield node
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                todo.extend(child.orelse)
-            else:
-                todo.append(child)
-
-
-@cache
-def direct_imports(module: str, root: Path = Path(".")) -> frozenset[str]:
-    """Project modules that `module` imports anywhere in its source (plus their parent packages)."""
-    modules = module_files(root)
-    tree = ast.parse((root / modules[module]).read_text(encoding="utf-8"))
-    package = module if modules[module].name == "__init__.py" else module.rpartition(".")[0]
-    names = set()
-    for node in _runtime_nodes(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, base] if base else anchor)
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-    found = set()
-    for name in names:
-        while name and name not in modules:
-            name = name.rpartition(".")[0]
-        if name and name != module:
-            found.add(name)
-            found.update(p for p in _parents(name) if p in modules)
-    return frozenset(found - {module})
-
-
-def _other_kind(module: str, kind: str | None) -> bool:
-    for prefix in ("registry.kinds.", "harness.kinds."):
-        if module.startswith(prefix):
-            return module[len(prefix):].split(".")[0] != kind
-    return False
-
-
-def closure(roots: list[str], kind: str | None = None, root: Path = Path(".")) -> set[str]:
-    """Modules reachable from `roots`; with `kind`, never entering another kind's modules (see above)."""
-    seen: set[str] = set()
-    todo = [m for r in roots for m in (*_parents(r), r) if m in module_files(root)]
-    while todo:
-        module = todo.pop()
-        if module in seen:
-            continue
-        seen.add(module)
-        todo.extend(m for m in direct_imports(module, root) if kind is None or not _other_kind(m, kind))
-    return seen
-
-
-def closure_files(roots: list[str], kind: str | None = None, root: Path = Path(".")) -> list[str]:
+def closure_files(roots: list[str], kind: str | None = None, root: Path = PROJECT_ROOT,
+                  whole_catalog: bool = True) -> list[str]:
     modules = closure(roots, kind, root)
     files = {str(module_files(root)[m]) for m in modules}
     for module in modules:
         files.update(DATA_FILES.get(module, ()))
+    if not whole_catalog:
+        files -= {MODEL_CATALOG, DATASET_CATALOG}
     return sorted(files)
 
 
-def run_roots(kind: str) -> list[str]:
-    return ["harness.engine", f"harness.kinds.{kind}.executor"]
+def catalog_params(spec) -> list[dict]:
+    """The catalog entries a spec names under the profile it was loaded for, as DVC params."""
+    params = [{MODEL_CATALOG: [f"models.{m}" for m in sorted(set(spec.model_names()))]},
+              {DATASET_CATALOG: [f"datasets.{d}" for d in sorted({d for d, _ in spec.data_needs()})]}]
+    return [p for p in params if next(iter(p.values()))]
 
 
-def analyze_roots(kind: str) -> list[str]:
-    return ["harness.analyze", f"harness.kinds.{kind}.analysis", f"harness.kinds.{kind}.figures"]
-
-
-def report_roots(kinds: list[str], root: Path = Path(".")) -> list[str]:
+def report_roots(kinds: list[str], root: Path = PROJECT_ROOT) -> list[str]:
     roots = ["harness.report.render"]
     for kind in kinds:
-        roots += [m for m in (f"harness.kinds.{kind}.analysis", f"harness.kinds.{kind}.figures",
+        roots += [m for m in (f"registry.kinds.{kind}", f"harness.kinds.{kind}.analysis", f"harness.kinds.{kind}.figures",
                               f"harness.kinds.{kind}.summary") if m in module_files(root)]
     return roots
 
@@ -153,30 +81,29 @@ def read_params(path: Path = Path("params.yaml")) -> dict:
 def build_stages(params: dict) -> dict:
     """The `stages:` mapping of dvc.yaml for the specs listed in params.yaml."""
     stages: dict = {}
-    kinds_seen: list[str] = []
     for name, spec_file in sorted(params["specs"].items()):
         spec = load_spec(spec_file, "local")
         kind = spec.kind
-        kinds_seen.append(kind)
         inputs = [str(p) for p in spec_files_read(spec_file)]
         yaml_inputs = [p for p in inputs if p.startswith("specs/") and not p.startswith("specs/prompts/")]
         other_inputs = [p for p in inputs if p not in yaml_inputs]
         run_dir = f"results/{name}"
         stages[f"run-{name}"] = {
             "cmd": f"harness run {spec_file} --profile ${{profile}} --quiet --no-analyze",
-            "deps": other_inputs + closure_files(run_roots(kind), kind),
-            "params": ["profile", *({p: None} for p in yaml_inputs)],
+            "deps": other_inputs + closure_files(run_roots(kind), kind, whole_catalog=False),
+            "params": ["profile", *({p: None} for p in yaml_inputs), *catalog_params(spec)],
             "outs": [{f"{run_dir}/{out}": {"cache": False}} for out in RUN_OUTS],
         }
         stages[f"analyze-{name}"] = {
             "cmd": f"harness analyze {spec_file}",
-            "deps": [f"{run_dir}/{out}" for out in RUN_OUTS] + closure_files(analyze_roots(kind), kind),
+            "deps": [f"{run_dir}/{out}" for out in RUN_OUTS] + closure_files(analyze_roots(kind), kind, whole_catalog=False),
+            "params": catalog_params(spec),
             "outs": [{f"{run_dir}/figures": {"cache": False}}],
             "metrics": [{f"{run_dir}/metrics.json": {"cache": False}}],
         }
     stages["report"] = {
         "cmd": "harness report",
-        "deps": ["specs", "benchmarks/results", "results"] + closure_files(report_roots(sorted(set(kinds_seen)))),
+        "deps": ["specs", "benchmarks/results", "results"] + closure_files(report_roots(list(KINDS))),
         "outs": [{"reports": {"cache": False}}],
     }
     return stages

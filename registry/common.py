@@ -67,7 +67,7 @@ class ExpectedValue(StrictModel):
 class SpecBase(StrictModel):
     """Fields every experiment spec carries."""
 
-    name: str = Field(pattern=NAME_PATTERN, description="Unique spec name; results go to results/<name>/")
+    name: str = Field(pattern=NAME_PATTERN, description="The spec file's name (set from it; a differing value is refused); results go to results/<name>/")
     kind: str
     description: str = Field(min_length=1)
     source: SourceRef

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from registry.base import PROFILES
 from registry.errors import SpecError, format_validation_error
-from registry.kinds import SPEC_ADAPTER
+from registry.kinds import validate_spec
 from registry.yaml_io import parse_yaml
 
 NOT_INHERITED = ("name", "expected")
@@ -28,7 +28,13 @@ def read_yaml_mapping(path: Path) -> dict:
     where = str(path)
     if not path.is_file():
         raise SpecError("file not found", where)
-    data = parse_yaml(path.read_text(encoding="utf-8"), where)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save the file as UTF-8",
+                        where) from None
+    data = parse_yaml(text, where)
     if not isinstance(data, dict):
         raise SpecError("a spec file must be a YAML mapping of field: value", where)
     return data
@@ -46,7 +52,8 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 
 def resolve_extends(path: Path, _chain: tuple[Path, ...] = ()) -> dict:
-    """The raw mapping of `path` with its `extends:` chain merged in."""
+    """The raw mapping of `path` with its `extends:` chain merged in. Every extended file must lie
+    inside the folder of the spec the chain starts from (no absolute paths, no `..` out of it)."""
     path = Path(path)
     resolved = path.resolve()
     if resolved in _chain:
@@ -59,6 +66,10 @@ def resolve_extends(path: Path, _chain: tuple[Path, ...] = ()) -> dict:
     if not isinstance(parent_ref, str) or not parent_ref.strip():
         raise SpecError("must be the path of another spec file, relative to this one", str(path), "extends")
     parent_path = path.parent / parent_ref
+    top = (_chain[0] if _chain else resolved).parent
+    if Path(parent_ref).is_absolute() or not parent_path.resolve().is_relative_to(top):
+        raise SpecError(f"{parent_ref!r} is outside {top}; extend a spec in this folder or below it "
+                        f"(a relative path such as base/bridge.yaml)", str(path), "extends")
     if not parent_path.is_file():
         raise SpecError(f"extended spec {parent_ref!r} not found (looked for {parent_path})", str(path), "extends")
     parent = resolve_extends(parent_path, (*_chain, resolved))
@@ -151,10 +162,9 @@ def validate_mapping(data: dict, where: str, spec_dir: Path | None = None, profi
     files resolve relative to the spec) and context["profile"] (so layer indices and hidden
     sizes are checked against the catalog models of the profile the spec will run under)."""
     try:
-        return SPEC_ADAPTER.validate_python(data, context={"spec_dir": spec_dir, "profile": profile})
+        return validate_spec(data, context={"spec_dir": spec_dir, "profile": profile})
     except ValidationError as exc:
-        tag = data.get("kind") if isinstance(data.get("kind"), str) else None
-        raise format_validation_error(exc, where, tag) from None
+        raise format_validation_error(exc, where) from None
 
 
 def load_spec(path: str | Path, profile: str = "local", overrides: Iterable[str] = ()):
@@ -167,6 +177,9 @@ def load_spec(path: str | Path, profile: str = "local", overrides: Iterable[str]
         data = apply_overrides(data, overrides)
         data = apply_profile(data, profile, where)
         data = apply_overrides(data, overrides)
+        if data["name"] != path.stem:
+            raise SpecError(f"must equal the file name {path.stem!r}: a spec's file name is its identity (its results "
+                            f"go to results/{path.stem}/); rename the file instead", where, "name")
         return validate_mapping(data, where, path.parent, profile)
     except SpecError as exc:
         raise exc.located(where) from None

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO
 from harness.kinds import STEPS, analyzer, executor, figure_maker, summarizer
-from harness.pipeline import direct_imports, module_files
+from harness.codegraph import direct_imports, module_files
 from registry.kinds import KINDS
 
 

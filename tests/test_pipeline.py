@@ -14,7 +14,8 @@ import yaml
 
 from conftest import REPO, SPECS
 from harness.engine import runnable_profiles
-from harness.pipeline import analyze_roots, build_stages, closure_files, dvc_yaml_text, run_roots
+from harness.codegraph import analyze_roots, run_roots
+from harness.pipeline import build_stages, closure_files, dvc_yaml_text
 from registry import load_spec_all_profiles
 from registry.kinds import KINDS
 
@@ -75,8 +76,12 @@ def test_every_file_loading_a_spec_reads_is_a_dependency_or_param(monkeypatch):
     monkeypatch.chdir(REPO)
     stages = build_stages(_params())
     stage = stages["run-tre_sweep_smollm2_local"]
-    params = [next(iter(p)) for p in stage["params"] if isinstance(p, dict)]
-    assert params == ["specs/tre_sweep_smollm2_local.yaml", "specs/base/tre_sweep_local.yaml"]
+    params = {k: v for p in stage["params"] if isinstance(p, dict) for k, v in p.items()}
+    assert list(params)[:2] == ["specs/tre_sweep_smollm2_local.yaml", "specs/base/tre_sweep_local.yaml"]
+    # the catalog entries it names, not the whole catalog files (adding a model reruns nothing)
+    assert params["registry/catalog/models.yaml"] == ["models.smollm2_135m_instruct"]
+    assert "registry/catalog/datasets.yaml" not in params
+    assert not any(d.startswith("registry/catalog/") and d.endswith(".yaml") for d in stage["deps"])
     assert "specs/prompts/tre_prompts.yaml" in stage["deps"]
     assert "harness/kinds/tre_sweep/executor.py" in stage["deps"]
     assert not any("kinds/bridge" in d or "kinds/residual_gain" in d for d in stage["deps"])

@@ -122,4 +122,5 @@ def test_a_crash_leaves_the_previous_result_untouched(tmp_path, monkeypatch):
         run_spec(PAPER, settings)
     after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
     assert after == before
-    assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == [run_dir.name]
+    # nothing half-written is left beside it (the run directory's lock file stays, hidden and ignored)
+    assert [p.name for p in tmp_path.iterdir() if p.name != "cache" and not p.name.endswith(".lock")] == [run_dir.name]

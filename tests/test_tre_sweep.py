@@ -375,13 +375,13 @@ def test_missing_or_malformed_prompts_file(tre_spec, write_spec):
 
 
 def test_recorded_spec_revalidates_without_the_file():
-    from registry.kinds import SPEC_ADAPTER
+    from registry.kinds import validate_spec
 
     spec = load_spec(SMOL, "tiny")
-    again = SPEC_ADAPTER.validate_python(spec.model_dump(mode="json"))
+    again = validate_spec(spec.model_dump(mode="json"))
     assert again == spec
     with pytest.raises(Exception, match="prompts: missing"):
-        SPEC_ADAPTER.validate_python({**spec.model_dump(mode="json"), "prompts": []})
+        validate_spec({**spec.model_dump(mode="json"), "prompts": []})
 
 
 def test_layer_fraction_resolves_like_the_report():

@@ -7,6 +7,7 @@ Everything that belongs to one kind lives in `harness/kinds/<kind>/` (the name o
     analysis.py   analyze(spec, records, curves) -> Analysis  records -> metrics, tables, notes
     figures.py    figures(spec, analysis, records, curves, out_dir) -> list[Path]
     summary.py    optional: summary(entries, figure_dir) -> (tables, notes, figure paths), across specs
+    plan.py       optional: workload(spec) -> Workload, the sizes `harness plan` turns into memory and tokens
 
 The core (engine, analysis stage, report) reaches a kind only through the functions below, which
 import the kind's module by name; no core module imports a kind, and kinds never import each
@@ -25,6 +26,7 @@ from registry.kinds import KINDS
 
 if TYPE_CHECKING:
     from harness.context import RunContext, RunOutput
+    from harness.plan import Workload
     from harness.report.tables import Analysis, Table
 
 
@@ -49,7 +51,12 @@ class Summarizer(Protocol):
     def summary(self, entries: list, figure_dir: Path) -> tuple[list[Table], list[str], list[Path]]: ...
 
 
-STEPS = {"executor": Executor, "analysis": Analyzer, "figures": FigureMaker, "summary": Summarizer}
+@runtime_checkable
+class Planner(Protocol):
+    def workload(self, spec: Any) -> Workload: ...
+
+
+STEPS = {"executor": Executor, "analysis": Analyzer, "figures": FigureMaker, "summary": Summarizer, "plan": Planner}
 
 
 def module_name(kind: str, step: str) -> str:
@@ -77,8 +84,17 @@ def figure_maker(kind: str) -> FigureMaker:
     return _load(kind, "figures")
 
 
+def _optional(kind: str, step: str):
+    if importlib.util.find_spec(module_name(kind, step)) is None:
+        return None
+    return _load(kind, step)
+
+
 def summarizer(kind: str) -> Summarizer | None:
     """The kind's cross-spec summary, or None if it has none."""
-    if importlib.util.find_spec(module_name(kind, "summary")) is None:
-        return None
-    return _load(kind, "summary")
+    return _optional(kind, "summary")
+
+
+def planner(kind: str) -> Planner | None:
+    """The kind's resource estimate, or None if it has none."""
+    return _optional(kind, "plan")

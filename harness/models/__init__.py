@@ -3,10 +3,10 @@
 from harness.models.anatomy import Anatomy, architecture_facts, find_anatomy
 from harness.models.capture import ActivationCapture, NonFiniteActivationError, check_finite
 from harness.models.gguf_wheel import ModelFetchError
-from harness.models.loading import LoadedModel, ModelProvider, load_model, resolve_device
+from harness.models.loading import DeviceUnavailable, LoadedModel, ModelProvider, load_model, resolve_device
 
 __all__ = [
-    "ActivationCapture", "Anatomy", "LoadedModel", "ModelFetchError", "ModelProvider",
+    "ActivationCapture", "Anatomy", "DeviceUnavailable", "LoadedModel", "ModelFetchError", "ModelProvider",
     "NonFiniteActivationError", "architecture_facts", "check_finite", "find_anatomy", "load_model",
     "resolve_device",
 ]

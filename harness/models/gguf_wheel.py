@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -87,19 +88,38 @@ def assemble_gguf(source: GGUFWheelSource, cache_dir: Path) -> Path:
 
 
 def dequantised_dir(source: GGUFWheelSource, cache_dir: Path) -> Path:
-    return cache_dir / "dequantised" / f"{Path(source.file).stem}-{source.sha256[:12]}-{source.dtype}"
+    """Keyed by the GGUF's sha256, the dtype, this module's code and the transformers/gguf versions
+    that dequantise it, so an upgrade or a code change never reuses weights the old path produced."""
+    import gguf
+    import transformers
+
+    code = hashlib.sha256(Path(__file__).read_bytes() + f"{transformers.__version__}:{gguf.__version__}".encode())
+    return cache_dir / "dequantised" / f"{Path(source.file).stem}-{source.sha256[:12]}-{source.dtype}-{code.hexdigest()[:8]}"
+
+
+def _cache_is_whole(folder: Path) -> bool:
+    """The `complete` marker names the weights file's size; a truncated or missing file fails this."""
+    try:
+        marker = json.loads((folder / "complete").read_text(encoding="utf-8"))
+        return (folder / "model.safetensors").stat().st_size == marker["weights_bytes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def load_gguf_wheel(source: GGUFWheelSource, cache_dir: Path, dtype: torch.dtype):
     """(model, tokenizer, load_info) for a GGUF wheel source, using the safetensors cache."""
+    from filelock import FileLock
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = dequantised_dir(source, cache_dir)
-    if not (folder / "complete").is_file():
-        _build_dequantised_cache(source, cache_dir, folder)
-        from_cache = False
-    else:
-        from_cache = True
+    from_cache = True
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder.with_name(folder.name + ".lock"))):  # two runs never build one entry twice
+        if not _cache_is_whole(folder):
+            if folder.exists():
+                log.warning("discarding the incomplete dequantised cache %s", folder)
+            _build_dequantised_cache(source, cache_dir, folder)
+            from_cache = False
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return model.eval(), tokenizer, {"dequantised_cache": str(folder), "cache_hit": from_cache}
@@ -114,9 +134,9 @@ def _build_dequantised_cache(source: GGUFWheelSource, cache_dir: Path, folder: P
     dtype = getattr(torch, source.dtype)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    staging = folder.with_name(folder.name + ".staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    for orphan in folder.parent.glob(f".{folder.name}.staging-*"):  # left by a build that died (we hold the lock)
+        shutil.rmtree(orphan, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.staging-"))
     config = model.config.to_dict()
     config.pop("quantization_config", None)  # the saved weights are plain tensors
     config["dtype"] = source.dtype
@@ -127,6 +147,7 @@ def _build_dequantised_cache(source: GGUFWheelSource, cache_dir: Path, folder: P
     save_file({k: v.contiguous() for k, v in state.items()}, str(staging / "model.safetensors"),
               metadata={"format": "pt", "gguf_sha256": source.sha256})
     tokenizer.save_pretrained(staging)
-    (staging / "complete").write_text(source.sha256, encoding="utf-8")
+    marker = {"gguf_sha256": source.sha256, "weights_bytes": (staging / "model.safetensors").stat().st_size}
+    (staging / "complete").write_text(json.dumps(marker), encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(staging, folder)

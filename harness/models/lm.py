@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import heapq
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -108,6 +109,18 @@ class Prefix:
         return fork_cache(self.cache, torch.zeros(batch, dtype=torch.long))
 
 
+def context_length(lm: LoadedModel) -> int | None:
+    return getattr(lm.model.config, "max_position_embeddings", None)
+
+
+def warn_if_beyond_context(lm: LoadedModel, length: int) -> None:
+    """Positions past the model's trained context run without error but are out of distribution: say so once."""
+    limit = context_length(lm)
+    if limit is not None and length > limit and not getattr(lm, "_warned_context", False):
+        warnings.warn(f"{lm.name}: a prompt of {length} positions exceeds the model's context of {limit}", stacklevel=3)
+        lm._warned_context = True
+
+
 def encode_prefix(lm: LoadedModel, embeds: torch.Tensor) -> Prefix:
     """Encode a (1, P, d) prefix and keep its KV cache."""
     positions = torch.arange(embeds.shape[1])[None]
@@ -146,6 +159,7 @@ def encode(lm: LoadedModel, seqs: list[torch.Tensor], prefix: Prefix | None = No
     embeds, mask = left_pad(seqs)
     batch = embeds.shape[0]
     offset = prefix.length if prefix else 0
+    warn_if_beyond_context(lm, offset + embeds.shape[1])
     positions = (offset + mask.cumsum(-1) - 1).clamp_min(offset)
     full_mask = torch.cat([mask.new_ones(batch, offset), mask], dim=1) if prefix else mask
     key_positions = torch.cat([torch.arange(offset, device=mask.device)[None].expand(batch, -1), positions], dim=1)

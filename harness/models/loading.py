@@ -46,12 +46,16 @@ class LoadedModel:
         }
 
 
+class DeviceUnavailable(RuntimeError):
+    pass
+
+
 def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA device is available")
+        raise DeviceUnavailable("--device cuda was asked for but no CUDA device is available (use --device cpu or auto)")
     return device
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import jinja2
 
 from harness import kinds
-from harness.analyze import analyze_saved, load_run
-from harness.fsutil import replace_dir, staging_dir
+from harness.analyze import SavedRunError, analyze_saved, load_run
+from harness.fsutil import exclusive, replace_dir, restore_interrupted, staging_dir
 from harness.report.tables import Analysis, Column, Table, format_cell
 from registry import load_spec
 from registry.errors import SpecError
@@ -105,21 +105,42 @@ def _expected_table(spec, analysis: Analysis | None, run: dict | None) -> Table 
     return table
 
 
+class ReportInputsError(RuntimeError):
+    """Every spec file or saved run that could not be read, one per line (nothing was written)."""
+
+    def __init__(self, problems: list[str], exit_code: int):
+        self.problems = problems
+        self.exit_code = exit_code  # 2 when a spec file is at fault, 1 when only saved runs are
+        super().__init__("\n".join(problems))
+
+
 def collect(spec_paths: list[Path], results_dir: Path) -> list[SpecReport]:
-    reports = []
+    """Every spec's report; a bad spec file or run directory does not stop the others from being read,
+    and all of them are named together at the end."""
+    reports, problems, code = [], [], 1
     for path in spec_paths:
-        run_dir = Path(results_dir) / path.stem
-        saved = load_run(run_dir, path)
-        spec = saved.current_spec if saved else load_spec(path, "paper")
-        report = SpecReport(spec.name, spec, str(path), saved.run if saved else None)
-        if saved is not None:
-            report.notes.extend(saved.notes)
-            report.analysis = analyze_saved(saved)
-            report.notes.extend(report.analysis.notes)
-            report.figures = sorted(p.name for p in (run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
-        report.expected_table = _expected_table(spec, report.analysis, report.run)
-        reports.append(report)
+        try:
+            reports.append(_collect_one(path, results_dir))
+        except (SpecError, SavedRunError) as exc:
+            problems.append(str(exc))
+            code = 2 if isinstance(exc, SpecError) else code
+    if problems:
+        raise ReportInputsError(problems, code)
     return reports
+
+
+def _collect_one(path: Path, results_dir: Path) -> SpecReport:
+    run_dir = Path(results_dir) / path.stem
+    saved = load_run(run_dir, path)
+    spec = saved.current_spec if saved else load_spec(path, "paper")
+    report = SpecReport(spec.name, spec, str(path), saved.run if saved else None)
+    if saved is not None:
+        report.notes.extend(saved.notes)
+        report.analysis = analyze_saved(saved)
+        report.notes.extend(report.analysis.notes)
+        report.figures = sorted(p.name for p in (run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
+    report.expected_table = _expected_table(spec, report.analysis, report.run)
+    return report
 
 
 def build_reports(spec_paths: list[Path], results_dir: Path, out_dir: Path) -> list[Path]:
@@ -127,6 +148,12 @@ def build_reports(spec_paths: list[Path], results_dir: Path, out_dir: Path) -> l
     reports = collect(sorted(spec_paths), results_dir)
     env = _environment()
     out_dir = Path(out_dir)
+    with exclusive(out_dir, "the reports folder"):
+        restore_interrupted(out_dir)
+        return _render(reports, env, results_dir, out_dir)
+
+
+def _render(reports: list[SpecReport], env, results_dir: Path, out_dir: Path) -> list[Path]:
     stage = staging_dir(out_dir)
     try:
         written = []

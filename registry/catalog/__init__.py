@@ -77,12 +77,24 @@ class TinySource(StrictModel):
 ModelSource = Annotated[Union[HFSource, GGUFWheelSource, TinySource], Field(discriminator="type")]
 
 
+class ModelShape(StrictModel):
+    """Published architecture facts (model card / config.json) for resource planning (`harness plan`);
+    tiny sources are measured from their config instead."""
+
+    parameters: int = Field(gt=0, description="All weights, embeddings included (every expert of an MoE)")
+    vocab_size: int = Field(gt=0)
+    kv_heads: int = Field(gt=0, description="Key/value heads per layer (grouped-query attention)")
+    head_dim: int = Field(gt=0)
+    experts: int | None = Field(None, ge=2, description="Experts per MoE layer (None: dense)")
+
+
 class ModelEntry(StrictModel):
     name: str
     display_name: str
     family: str
     instruct: bool = False
     description: str = ""
+    shape: ModelShape | None = None
     sources: dict[Profile, ModelSource]
 
     def source(self, profile: str) -> ModelSource:

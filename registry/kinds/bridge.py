@@ -44,8 +44,8 @@ class TaskSpec(StrictModel):
         description="Catalog dataset, or 'passkey' (synthetic 5-digit codes the project generates)")
     train_split: str = "train"
     eval_split: str = "test"
-    train_items: int | None = Field(None, ge=1, description="Training pool size (default: steps x batch, capped by the split)")
-    eval_items: int = Field(200, ge=1, description="Evaluation items (a seeded sample; the same items for every method)")
+    train_items: int | None = Field(None, ge=1, le=1_000_000, description="Training pool size (default: steps x batch, capped by the split)")
+    eval_items: int = Field(200, ge=1, le=100_000, description="Evaluation items (a seeded sample; the same items for every method)")
     label_column: str | None = Field(None, description="Label column; must be the catalog's label column for the dataset")
     input_template: str = Field("{text}", description="Builds the task input from an item's fields (text, question, choices, ...)")
     sender_template: str = Field("{input}", description="What the sender reads; its hidden states feed the bridge")
@@ -58,10 +58,10 @@ class TaskSpec(StrictModel):
     answer_suffix: str = Field("\n", description="Terminator after the verbalizer (trained, scored and ends generation)")
     verbalizers: dict[str, str] = Field(default_factory=dict,
                                         description="Label name -> answer text; default: the name, lower-cased, '_' -> ' '")
-    max_new_tokens: int = Field(16, ge=1)
+    max_new_tokens: int = Field(16, ge=1, le=4096)
     relay_template: str = Field("Summarize the following text in one sentence.\nText: {input}\nSummary:",
                                 description="Text relay: the sender writes from this prompt, the receiver classifies what it wrote")
-    relay_max_tokens: int = Field(48, ge=1)
+    relay_max_tokens: int = Field(48, ge=1, le=4096)
     passkey_digits: int = Field(5, ge=1, le=12)
 
     @property
@@ -112,15 +112,15 @@ class TaskSpec(StrictModel):
 
 
 class NormalizerSpec(StrictModel):
-    calibration_items: int = Field(500, ge=1, description="Items whose sender states give the whitening statistics")
+    calibration_items: int = Field(500, ge=1, le=100_000, description="Items whose sender states give the whitening statistics")
     learnable: bool = Field(True, description="Train the whitening mean and scale with the bridge")
 
 
 class ResamplerSpec(StrictModel):
-    dim: int = Field(512, ge=8, description="Width of the Perceiver latents")
-    depth: int = Field(4, ge=1)
-    heads: int = Field(8, ge=1)
-    ffn_mult: int = Field(4, ge=1)
+    dim: int = Field(512, ge=8, le=16_384, description="Width of the Perceiver latents")
+    depth: int = Field(4, ge=1, le=64)
+    heads: int = Field(8, ge=1, le=128)
+    ffn_mult: int = Field(4, ge=1, le=16)
 
     @model_validator(mode="after")
     def _heads_divide_dim(self):
@@ -140,15 +140,15 @@ class OutputSpec(StrictModel):
 class VQSpec(StrictModel):
     """Vector quantisation of the soft tokens (straight-through), as in the SST-2 signal check."""
 
-    codebook_size: int = Field(4096, ge=2)
+    codebook_size: int = Field(4096, ge=2, le=1_048_576)
     commitment: float = Field(0.25, ge=0)
     weight: float = Field(1.0, ge=0, description="Weight of the VQ loss in the total")
 
 
 class BridgeArchSpec(StrictModel):
     sender_layer: int = Field(-1, description="Sender block whose output is read (negative counts from the end)")
-    soft_tokens: int = Field(ge=1, description="K, soft tokens per recurrent step")
-    recurrent_steps: int = Field(1, ge=1, description="Latent chain-of-thought steps, each adding K soft tokens (phase 19)")
+    soft_tokens: int = Field(ge=1, le=4096, description="K, soft tokens per recurrent step")
+    recurrent_steps: int = Field(1, ge=1, le=64, description="Latent chain-of-thought steps, each adding K soft tokens (phase 19)")
     normalizer: NormalizerSpec = Field(default_factory=NormalizerSpec)
     resampler: ResamplerSpec = Field(default_factory=ResamplerSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
@@ -158,15 +158,15 @@ class BridgeArchSpec(StrictModel):
 
 
 class TrainingSpec(StrictModel):
-    steps: int = Field(ge=1)
-    batch_size: int = Field(8, ge=1)
+    steps: int = Field(ge=1, le=10_000_000)
+    batch_size: int = Field(8, ge=1, le=4096)
     lr: float = Field(1e-4, gt=0)
     warmup_steps: int = Field(50, ge=0)
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     diversity_weight: float = Field(0.1, ge=0, description="Weight of the batch diversity loss (mean off-diagonal cosine)")
     quick_eval_every: int = Field(100, ge=1, description="Steps between quick evaluations (scored accuracy)")
-    quick_eval_items: int = Field(32, ge=1)
+    quick_eval_items: int = Field(32, ge=1, le=100_000)
     checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints (an interrupted run resumes)")
     seeds: list[int] = Field(default_factory=list, description=(
         "Training seeds of the seeded methods (bridge, noise soft tokens, prompt tuning), each trained and "
@@ -182,16 +182,16 @@ class TrainingSpec(StrictModel):
 
 
 class PromptTuningSpec(StrictModel):
-    steps: int = Field(200, ge=1)
+    steps: int = Field(200, ge=1, le=10_000_000)
     lr: float = Field(3e-3, gt=0)
-    soft_tokens: int | None = Field(None, ge=1, description="Default: the bridge's soft-token count")
+    soft_tokens: int | None = Field(None, ge=1, le=4096, description="Default: the bridge's soft-token count")
 
 
 class EvaluationSpec(StrictModel):
     methods: list[Method] = Field(default_factory=lambda: list(ALL_METHODS))
-    few_shot: int = Field(5, ge=1, description="Demonstrations in the few-shot baselines (fixed, seeded, from the train pool)")
+    few_shot: int = Field(5, ge=1, le=64, description="Demonstrations in the few-shot baselines (fixed, seeded, from the train pool)")
     prompt_tuning: PromptTuningSpec = Field(default_factory=PromptTuningSpec)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, le=4096)
 
     @field_validator("methods")
     @classmethod
@@ -243,3 +243,6 @@ class BridgeSpec(SpecBase):
         if self.task.dataset == PASSKEY:
             return []
         return sorted({(self.task.dataset, self.task.train_split), (self.task.dataset, self.task.eval_split)})
+
+
+SPEC_MODEL = BridgeSpec

@@ -63,3 +63,6 @@ class ResidualGainSpec(SpecBase):
 
     def model_names(self) -> list[str]:
         return list(self.models)
+
+
+SPEC_MODEL = ResidualGainSpec

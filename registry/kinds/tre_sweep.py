@@ -130,7 +130,7 @@ class FixedParams(StrictModel):
 
     temperature: float = Field(0.7, gt=0)
     top_p: float = Field(0.9, gt=0, le=1)
-    top_k: int = Field(50, ge=1)
+    top_k: int = Field(50, ge=1, le=1_000_000)
 
 
 class Directions(StrictModel):
@@ -165,7 +165,7 @@ class Calibration(StrictModel):
         default_factory=list,
         description="Calibration texts; empty = the run's prompts, formatted as for generation "
                     "(chat template included when one is used)")
-    max_tokens: int = Field(64, ge=1, description="Each text is cut to its first max_tokens tokens")
+    max_tokens: int = Field(64, ge=1, le=32_768, description="Each text is cut to its first max_tokens tokens")
 
 
 class TRESweepSpec(SpecBase):
@@ -209,7 +209,7 @@ class TRESweepSpec(SpecBase):
     point: Literal["mlp_output", "mlp_neurons"] = Field(
         "mlp_output", description="mlp_output: the MLP block's output (hidden size; MoE blocks too); "
                                   "mlp_neurons: the input of the down projection (dense MLPs only)")
-    top_k_neurons: int = Field(20, ge=1, description="Highest-variance units kept at calibration")
+    top_k_neurons: int = Field(20, ge=1, le=65_536, description="Highest-variance units kept at calibration")
     aggregate: Literal["mean_abs_z", "mean_z"] = Field(
         "mean_abs_z", description="How the standardised units become one number per row: the mean of |z| "
                                   "(how far from typical) or the mean of z (signed)")
@@ -225,8 +225,8 @@ class TRESweepSpec(SpecBase):
     baseline: FixedParams = Field(default_factory=FixedParams, description="The baseline condition's fixed "
                                                                        "temperature, top_p and top_k")
     conditions: list[Condition] = Field(default_factory=lambda: list(CONDITIONS), min_length=1)
-    trials: int = Field(5, ge=1, description="Generations per prompt and condition, each with its own seed")
-    max_new_tokens: int = Field(128, ge=1)
+    trials: int = Field(5, ge=1, le=10_000, description="Generations per prompt and condition, each with its own seed")
+    max_new_tokens: int = Field(128, ge=1, le=32_768)
     categories: list[str] = Field(default_factory=lambda: list(REPORT_CATEGORIES), min_length=1,
                                   description="Every prompt's category must be one of these, and each must occur")
     prompts_per_category: int | None = Field(None, ge=1, description="If set, the file must hold exactly this many "
@@ -245,7 +245,7 @@ class TRESweepSpec(SpecBase):
                              "model, layer or point, and dtype; mask: drop non-finite logits (-inf) and units from "
                              "the signal, end a row that has no finite logit, and count the affected tokens")
     dtype: DType | None = Field(None, description="Override the catalog dtype of every model")
-    batch_size: int | None = Field(None, ge=1, description="Rows per forward pass (None = all prompts of a trial)")
+    batch_size: int | None = Field(None, ge=1, le=4096, description="Rows per forward pass (None = all prompts of a trial)")
 
     @field_validator("layer")
     @classmethod
@@ -323,3 +323,6 @@ class TRESweepSpec(SpecBase):
 
     def model_names(self) -> list[str]:
         return list(self.models)
+
+
+SPEC_MODEL = TRESweepSpec

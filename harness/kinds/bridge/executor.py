@@ -159,6 +159,7 @@ def _seeded_methods(spec, ctx, task, receiver, primed, prompt_embeds, train_stat
                         lr=spec.training.lr, seed=seed, checkpoint=ctx.state_dir / f"bridge.seed{seed}.pt",
                         label="bridge", quick_eval=bridge_quick_eval, progress=train_bar)
         train_bar.close()
+    ctx.state_use[f"bridge.seed{seed}"] = trained.status
     curves = [{**row, "seed": seed} for row in trained.log]
 
     results: dict[str, list[dict]] = {}
@@ -204,6 +205,7 @@ def _prompt_tuning(spec, ctx, task, receiver, results, eval_batch, bar, seed: in
                         seed=seed, checkpoint=ctx.state_dir / f"prompt_tuning.seed{seed}.pt", label="prompt_tuning",
                         progress=sub)
         sub.close()
+    ctx.state_use[f"prompt_tuning.seed{seed}"] = trained.status
     with ctx.phase("evaluation.prompt_tuning"), torch.no_grad():
         eval_middles = [torch.cat([soft_prompt.vectors, plain.text_middle(task.item_text(i.input))]) for i in task.eval]
         results["prompt_tuning"] = plain.evaluate(eval_middles, eval_batch, bar)

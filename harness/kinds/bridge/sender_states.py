@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import torch
+import transformers
 from safetensors.torch import load_file, save_file
 
+from harness.codegraph import code_digest
 from harness.fsutil import atomic_write_text, atomic_write_with
 from harness.models import LoadedModel, check_finite
 
@@ -23,9 +26,27 @@ class _StopForward(Exception):
 
 
 def _cache_key(lm: LoadedModel, layer: int, texts: list[str]) -> str:
+    """Everything the states depend on: the weights' source, dtype, layer, texts, the code computing them
+    (this module's import closure) and the library that runs the model."""
     payload = json.dumps({"source": lm.source.model_dump(mode="json"), "dtype": str(lm.dtype), "layer": layer,
-                          "texts": texts}, sort_keys=True)
+                          "texts": texts, "code": code_digest((__name__,)),
+                          "versions": [torch.__version__, transformers.__version__]}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _read_cached(path: Path, n_texts: int) -> list[torch.Tensor] | None:
+    """The cached states, or None (and the entry deleted, with a warning naming it) if it is unreadable."""
+    try:
+        data = load_file(str(path))
+        lengths = data["lengths"].tolist()
+        if len(lengths) != n_texts or sum(lengths) != data["states"].shape[0]:
+            raise ValueError(f"it holds {len(lengths)} texts, {n_texts} expected")
+        return list(torch.split(data["states"], lengths))
+    except Exception as exc:  # truncated or foreign file
+        warnings.warn(f"discarded a corrupt sender-state cache entry {path} ({type(exc).__name__}: {exc}); recomputing",
+                      stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def compute_sender_states(lm: LoadedModel, texts: list[str], layer: int, batch_size: int = 16,
@@ -73,11 +94,11 @@ def sender_states(lm: LoadedModel, texts: list[str], layer: int, cache_dir: Path
     index = lm.anatomy.layer_index(layer)
     key = _cache_key(lm, index, texts)
     path = Path(cache_dir) / "sender_states" / f"{key[:32]}.safetensors"
-    if path.is_file():
-        data = load_file(str(path))
+    cached = _read_cached(path, len(texts)) if path.is_file() else None
+    if cached is not None:
         if progress is not None:
             progress.update(len(texts))
-        return list(torch.split(data["states"], data["lengths"].tolist()))
+        return cached
     states = compute_sender_states(lm, texts, index, batch_size, progress)
     data = {"states": torch.cat(states), "lengths": torch.tensor([len(s) for s in states])}
     atomic_write_with(path, lambda tmp: save_file(data, str(tmp)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -48,6 +49,36 @@ class TrainResult:
     log: list[dict]
     resumed_from: int
     seconds: float
+    steps: int
+    discarded: str | None = None  # why a cached checkpoint was thrown away, if one was
+
+    @property
+    def status(self) -> dict:
+        """How the final weights came about: trained from scratch, resumed from a checkpoint, or reused."""
+        kind = "trained" if self.resumed_from == 0 else "reused" if self.resumed_from >= self.steps else "resumed"
+        out = {"status": kind, "from_step": self.resumed_from, "steps": self.steps}
+        if self.discarded:
+            out["discarded_checkpoint"] = self.discarded
+        return out
+
+
+class CorruptCheckpoint(Exception):
+    pass
+
+
+def _load_checkpoint(path: Path, module: nn.Module, optimizer, scheduler, steps: int) -> tuple[int, list[dict]]:
+    """Restore a checkpoint written by `train`; any unreadable or inconsistent one raises CorruptCheckpoint."""
+    try:
+        state = torch.load(path, weights_only=False, map_location="cpu")
+        step, log = int(state["step"]), list(state["log"])
+        if not 0 < step <= steps or len(log) != step:
+            raise ValueError(f"it is at step {step} with {len(log)} log rows, of {steps} steps")
+        module.load_state_dict(state["module"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except Exception as exc:  # truncated file, wrong shapes, missing keys: all mean "recompute"
+        raise CorruptCheckpoint(f"{path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    return step, log
 
 
 def train(module: nn.Module, loss_fn: Callable[[list[int]], dict], *, n_items: int, steps: int, spec: TrainingSpec,
@@ -61,13 +92,19 @@ def train(module: nn.Module, loss_fn: Callable[[list[int]], dict], *, n_items: i
     warmup = min(spec.warmup_steps, max(0, steps - 1))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, steps))
     log: list[dict] = []
-    start = 0
+    start, discarded = 0, None
     if checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
-        module.load_state_dict(state["module"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start, log = state["step"], state["log"]
+        initial = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        try:
+            start, log = _load_checkpoint(checkpoint, module, optimizer, scheduler, steps)
+        except CorruptCheckpoint as exc:
+            discarded = str(exc)
+            warnings.warn(f"discarded a corrupt checkpoint and trained from step 0: {discarded}", stacklevel=2)
+            checkpoint.unlink(missing_ok=True)
+            module.load_state_dict(initial)
+            optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=spec.weight_decay)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, steps))
+            start, log = 0, []
     prepared, optimizer = accelerator.prepare(module, optimizer)
     resumed_from = start
     if progress is not None:
@@ -100,4 +137,4 @@ def train(module: nn.Module, loss_fn: Callable[[list[int]], dict], *, n_items: i
             progress.update(1)
             progress.set_postfix_str(f"{label} loss {float(total.detach()):.3f}")
     module.eval()
-    return TrainResult(log, resumed_from, time.perf_counter() - began)
+    return TrainResult(log, resumed_from, time.perf_counter() - began, steps, discarded)
