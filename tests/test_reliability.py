@@ -308,3 +308,19 @@ def test_a_prompt_longer_than_the_context_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         L.encode(lm, [L.embed(lm, ids[:4])])
+
+
+def test_the_dequantised_cache_is_keyed_by_code_and_checked_for_truncation(tmp_path):
+    from harness.models.gguf_wheel import _cache_is_whole, dequantised_dir
+    from registry.catalog import model_entry
+
+    source = model_entry("smollm2_135m_instruct").source("local")
+    folder = dequantised_dir(source, tmp_path)
+    assert folder.name.startswith(f"SmolLM2-135M-Instruct.Q4_1-{source.sha256[:12]}-float32-")
+    assert not _cache_is_whole(folder)
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"x" * 100)
+    (folder / "complete").write_text(json.dumps({"weights_bytes": 100}))
+    assert _cache_is_whole(folder)
+    (folder / "model.safetensors").write_bytes(b"x" * 60)  # truncated
+    assert not _cache_is_whole(folder)

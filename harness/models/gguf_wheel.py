@@ -90,10 +90,10 @@ def assemble_gguf(source: GGUFWheelSource, cache_dir: Path) -> Path:
 def dequantised_dir(source: GGUFWheelSource, cache_dir: Path) -> Path:
     """Keyed by the GGUF's sha256, the dtype, this module's code and the transformers/gguf versions
     that dequantise it, so an upgrade or a code change never reuses weights the old path produced."""
-    import gguf
-    import transformers
+    from importlib.metadata import version
 
-    code = hashlib.sha256(Path(__file__).read_bytes() + f"{transformers.__version__}:{gguf.__version__}".encode())
+    libraries = f"{version('transformers')}:{version('gguf')}"
+    code = hashlib.sha256(Path(__file__).read_bytes() + libraries.encode())
     return cache_dir / "dequantised" / f"{Path(source.file).stem}-{source.sha256[:12]}-{source.dtype}-{code.hexdigest()[:8]}"
 
 
