@@ -32,6 +32,7 @@ def user_errors(func):
         from harness.data import DataError
         from harness.fsutil import RunLocked
         from harness.models import DeviceUnavailable, ModelFetchError, NonFiniteActivationError
+        from harness.plan import PlanError
         from harness.analyze import SavedRunError
 
         try:
@@ -39,7 +40,7 @@ def user_errors(func):
         except SpecError as exc:
             _fail(str(exc), 2)
         except (DataError, ModelFetchError, NonFiniteActivationError, IndexError, FloatingPointError, RunLocked,
-                DeviceUnavailable, SavedRunError) as exc:
+                DeviceUnavailable, SavedRunError, PlanError) as exc:
             _fail(str(exc), 1)
         except MemoryError:
             _fail("out of memory (an allocation could not succeed); use a smaller batch_size or profile", 1)
@@ -154,12 +155,58 @@ def run(spec: Path, profile: str, overrides: tuple[str, ...], device: str, resul
         raise SpecError(f"data mirror folder {str(data_mirror)!r} does not exist")
     settings = RunSettings(profile=profile, results_dir=results_dir, cache_dir=cache_dir, data_mirror=data_mirror,
                            device=device, overrides=overrides, show_progress=not quiet)
+    _refuse_what_cannot_fit(spec, profile, overrides, device)
     summary = run_spec(spec, settings)
     click.echo(f"\n{summary.name}: done in {summary.wall_seconds:.1f} s -> {summary.run_dir}/")
     if no_analyze:
         return
     _analyze_and_show(spec, results_dir, summary.name)
     click.echo("Run `harness report` to render every table and figure into reports/.")
+
+
+def _refuse_what_cannot_fit(spec_path: Path, profile: str, overrides: tuple[str, ...], device: str) -> None:
+    """The planner's estimate against the machine, before any model loads (a spec the planner cannot
+    size, e.g. a model without a catalog `shape:`, is not checked)."""
+    from harness.models import resolve_device
+    from harness.plan import check_fits, plan_spec
+    from registry import load_spec
+
+    try:
+        plan = plan_spec(load_spec(spec_path, profile, overrides), profile)
+    except (ValueError, SpecError):
+        return  # run_spec reports a spec problem, located, in its own words
+    check_fits(plan, resolve_device(device))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--profile", type=PROFILE_CHOICE, default="paper", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec field. Repeatable.")
+@user_errors
+def plan(paths: tuple[Path, ...], profile: str, overrides: tuple[str, ...]):
+    """Parameters, memory (weights, KV cache, activations, optimizer) and tokens per spec, and which GPUs fit it."""
+    from harness.engine import check_runnable
+    from harness.plan import describe, plan_spec
+    from harness.report.render import spec_files
+    from registry import load_spec
+
+    shown = 0
+    for path in spec_files(list(paths) or [Path("specs")]):
+        spec = load_spec(path, profile, overrides)
+        try:
+            check_runnable(spec, profile, None)
+        except SpecError as exc:
+            if paths:
+                raise exc.located(str(path)) from None
+            continue  # listing every spec: skip the ones this profile cannot run
+        try:
+            lines = describe(plan_spec(spec, profile))
+        except ValueError as exc:
+            lines = [f"{spec.name} ({profile} profile): cannot be planned: {exc}"]
+        click.echo("\n".join(lines))
+        shown += 1
+    if not shown:
+        _fail(f"no spec runs on the {profile} profile", 2)
 
 
 def _analyze_and_show(spec: Path, results_dir: Path, name: str | None = None) -> None:

@@ -124,16 +124,23 @@ def test_hub_source_failure_is_one_line(tmp_path, monkeypatch):
     assert "\n" not in str(info.value)
 
 
-def test_quantized_hub_source_needs_cuda(tmp_path, monkeypatch):
-    from registry.catalog import HFSource, ModelEntry
+def test_quantization_without_bitsandbytes_is_one_clear_error(tmp_path, monkeypatch):
+    import builtins
+
     from harness.models import ModelFetchError
     import harness.models.loading as loading
 
-    entry = ModelEntry(name="x", display_name="X", family="llama",
-                       sources={"paper": HFSource(type="hf", repo_id="org/model", quantization="nf4", n_layers=4, hidden_size=64)})
-    monkeypatch.setattr(loading, "model_entry", lambda name: entry)
-    with pytest.raises(ModelFetchError, match="nf4 quantization needs a CUDA device"):
-        loading.load_model("x", "paper", cache_dir=tmp_path, device=CPU)
+    real_import = builtins.__import__
+
+    def no_bitsandbytes(name, *args, **kwargs):
+        if name == "bitsandbytes":
+            raise ImportError("No module named 'bitsandbytes'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bitsandbytes)
+    with pytest.raises(ModelFetchError, match=r"nf4 quantization needs bitsandbytes: pip install 'bitsandbytes>=0.50'"):
+        loading.load_model("llama31_8b", "tiny", cache_dir=tmp_path, device=CPU, quantization="nf4")
+    monkeypatch.setattr(builtins, "__import__", real_import)
     config = loading._bitsandbytes_config("nf4", torch.bfloat16)
     assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4"
 

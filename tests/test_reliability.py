@@ -324,3 +324,23 @@ def test_the_dequantised_cache_is_keyed_by_code_and_checked_for_truncation(tmp_p
     assert _cache_is_whole(folder)
     (folder / "model.safetensors").write_bytes(b"x" * 60)  # truncated
     assert not _cache_is_whole(folder)
+
+
+@pytest.mark.parametrize("quantization", ["int8", "nf4"])
+def test_models_load_quantised_on_the_cpu(quantization):
+    from harness.models import load_model
+
+    lm = load_model("smollm2_135m_instruct", "tiny", cache_dir=REPO, device=torch.device("cpu"),
+                    quantization=quantization)
+    assert lm.load_info["quantization"] == quantization
+    kinds_of_linear = {type(m).__name__ for m in lm.model.modules()}
+    assert ("Linear8bitLt" if quantization == "int8" else "Linear4bit") in kinds_of_linear
+    logits = lm.model(torch.tensor([[1, 2, 3]])).logits
+    assert torch.isfinite(logits).all()
+
+
+def test_cpu_nf4_names_a_layer_it_cannot_pack():
+    from harness.models import ModelFetchError, load_model
+
+    with pytest.raises(ModelFetchError, match=r"gemma3_270m: nf4 on the CPU needs .* multiple of 32; model\.layers\.0\."):
+        load_model("gemma3_270m", "tiny", cache_dir=REPO, device=torch.device("cpu"), quantization="nf4")

@@ -5,9 +5,11 @@ Everything that belongs to one kind lives in `harness/kinds/<kind>/` (the name o
 
     executor.py   run(spec, ctx) -> RunOutput                 models -> records (the expensive part)
     analysis.py   analyze(spec, records, curves) -> Analysis  records -> metrics, tables, notes
+                  headline_metrics(spec) -> list[str]         keys every complete run's metrics.json must hold
     figures.py    figures(spec, analysis, records, curves, out_dir) -> list[Path]
     summary.py    optional: summary(entries, figure_dir) -> (tables, notes, figure paths), across specs
-    plan.py       optional: workload(spec) -> Workload, the sizes `harness plan` turns into memory and tokens
+    plan.py       optional: workload(spec, profile) -> Workload, the sizes `harness plan` turns into memory
+                  and tokens
 
 The core (engine, analysis stage, report) reaches a kind only through the functions below, which
 import the kind's module by name; no core module imports a kind, and kinds never import each
@@ -39,6 +41,8 @@ class Executor(Protocol):
 class Analyzer(Protocol):
     def analyze(self, spec: Any, records: list[dict], curves: list[dict] | None = None) -> Analysis: ...
 
+    def headline_metrics(self, spec: Any) -> list[str]: ...
+
 
 @runtime_checkable
 class FigureMaker(Protocol):
@@ -53,7 +57,7 @@ class Summarizer(Protocol):
 
 @runtime_checkable
 class Planner(Protocol):
-    def workload(self, spec: Any) -> Workload: ...
+    def workload(self, spec: Any, profile: str) -> Workload: ...
 
 
 STEPS = {"executor": Executor, "analysis": Analyzer, "figures": FigureMaker, "summary": Summarizer, "plan": Planner}

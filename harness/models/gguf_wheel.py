@@ -106,8 +106,9 @@ def _cache_is_whole(folder: Path) -> bool:
         return False
 
 
-def load_gguf_wheel(source: GGUFWheelSource, cache_dir: Path, dtype: torch.dtype):
-    """(model, tokenizer, load_info) for a GGUF wheel source, using the safetensors cache."""
+def load_gguf_wheel(source: GGUFWheelSource, cache_dir: Path, dtype: torch.dtype, load_kwargs: dict | None = None):
+    """(model, tokenizer, load_info) for a GGUF wheel source, using the safetensors cache; `load_kwargs`
+    go to from_pretrained (e.g. a bitsandbytes quantisation of the dequantised weights)."""
     from filelock import FileLock
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -120,7 +121,7 @@ def load_gguf_wheel(source: GGUFWheelSource, cache_dir: Path, dtype: torch.dtype
                 log.warning("discarding the incomplete dequantised cache %s", folder)
             _build_dequantised_cache(source, cache_dir, folder)
             from_cache = False
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **(load_kwargs or {}))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return model.eval(), tokenizer, {"dequantised_cache": str(folder), "cache_hit": from_cache}
 

@@ -60,6 +60,12 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def _bitsandbytes_config(quantization: str, compute_dtype: torch.dtype):
+    """bitsandbytes settings (CUDA or CPU; bitsandbytes >= 0.50 runs both on the CPU): int8 is LLM.int8()
+    (matmul inputs cast to float16), nf4 is 4-bit NormalFloat with double quantisation computing in `compute_dtype`."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ModelFetchError(f"{quantization} quantization needs bitsandbytes: pip install 'bitsandbytes>=0.50'") from None
     from transformers import BitsAndBytesConfig
 
     if quantization == "nf4":
@@ -68,46 +74,74 @@ def _bitsandbytes_config(quantization: str, compute_dtype: torch.dtype):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def _load_hf(source: HFSource, dtype: torch.dtype, device: torch.device):
+def _quantized_kwargs(quantization: str, dtype: torch.dtype, device: torch.device) -> dict:
+    if quantization == "none":
+        return {}
+    return {"quantization_config": _bitsandbytes_config(quantization, dtype),
+            "device_map": {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}}
+
+
+def _load_hf(source: HFSource, dtype: torch.dtype, device: torch.device, quantization: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kwargs: dict = {"revision": source.revision, "dtype": dtype}
-    if source.quantization != "none":
-        if device.type != "cuda":
-            raise ModelFetchError(f"{source.repo_id}: {source.quantization} quantization needs a CUDA device (bitsandbytes)")
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise ModelFetchError(f"{source.repo_id}: {source.quantization} needs bitsandbytes: pip install -e '.[paper]'") from None
-        kwargs["quantization_config"] = _bitsandbytes_config(source.quantization, dtype)
-        kwargs["device_map"] = {"": device.index or 0}
+    kwargs: dict = {"revision": source.revision, "dtype": dtype, **_quantized_kwargs(quantization, dtype, device)}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.repo_id, revision=source.revision)
         model = AutoModelForCausalLM.from_pretrained(source.repo_id, **kwargs)
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFetchError(f"could not load {source.repo_id!r} (revision {source.revision}): {first}") from None
-    if source.quantization == "none":
+    if quantization == "none":
         model = model.to(device)
     return model.eval(), tokenizer, {"revision": source.revision}
 
 
-def load_model(name: str, profile: str, *, cache_dir: Path, device: torch.device, dtype: str | None = None) -> LoadedModel:
-    """Load logical model `name` as the catalog defines it for `profile`."""
+def _quantize_in_memory(model, dtype: torch.dtype, device: torch.device, quantization: str):
+    """A model built in memory (tiny) reloaded through bitsandbytes, as a hub or GGUF model would be."""
+    import tempfile
+
+    from transformers import AutoModelForCausalLM
+
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **_quantized_kwargs(quantization, dtype, device))
+
+
+CPU_NF4_BLOCK = 32  # bitsandbytes' CPU 4-bit kernel packs output rows in blocks of 32
+
+
+def _check_cpu_nf4_widths(name: str, model) -> None:
+    """Fail at load, naming the layer, where bitsandbytes' CPU NF4 kernel would fail at the first forward."""
+    for module_name, module in model.named_modules():
+        out = getattr(module, "out_features", None)
+        if type(module).__name__ == "Linear4bit" and out % CPU_NF4_BLOCK:
+            raise ModelFetchError(f"{name}: nf4 on the CPU needs every quantised layer's output width to be a multiple "
+                                  f"of {CPU_NF4_BLOCK}; {module_name} has {out} (use int8, or a CUDA device)")
+
+
+def load_model(name: str, profile: str, *, cache_dir: Path, device: torch.device, dtype: str | None = None,
+               quantization: str | None = None) -> LoadedModel:
+    """Load logical model `name` as the catalog defines it for `profile`; `dtype` and `quantization`
+    (none, int8, nf4) override the catalog's."""
     entry = model_entry(name)
     source = entry.source(profile)
     torch_dtype = getattr(torch, dtype or source.dtype)
+    quant = quantization or (source.quantization if isinstance(source, HFSource) else "none")
     start = time.perf_counter()
     if isinstance(source, TinySource):
         model, tokenizer = build_tiny_model(source.architecture, source.config, source.init_seed, torch_dtype)
-        model, info = model.to(device), {}
+        model, info = (model.to(device) if quant == "none" else _quantize_in_memory(model, torch_dtype, device, quant)), {}
     elif isinstance(source, GGUFWheelSource):
-        model, tokenizer, info = load_gguf_wheel(source, cache_dir, torch_dtype)
-        model = model.to(device)
+        model, tokenizer, info = load_gguf_wheel(source, cache_dir, torch_dtype, _quantized_kwargs(quant, torch_dtype, device))
+        model = model.to(device) if quant == "none" else model
     elif isinstance(source, HFSource):
-        model, tokenizer, info = _load_hf(source, torch_dtype, device)
+        model, tokenizer, info = _load_hf(source, torch_dtype, device, quant)
     else:  # pragma: no cover - the catalog union has no other member
         raise TypeError(f"unsupported source {type(source).__name__}")
+    if quant != "none":
+        info = {**info, "quantization": quant}
+        if quant == "nf4" and device.type == "cpu":
+            _check_cpu_nf4_widths(name, model)
     for param in model.parameters():
         param.requires_grad_(False)
     if tokenizer.pad_token is None:
@@ -129,13 +163,14 @@ class ModelProvider:
         self.profile = profile
         self.cache_dir = Path(cache_dir)
         self.device = device
-        self._loaded: dict[tuple[str, str | None], LoadedModel] = {}
+        self._loaded: dict[tuple[str, str | None, str | None], LoadedModel] = {}
         self.provenance: dict[str, dict] = {}
 
-    def get(self, name: str, dtype: str | None = None) -> LoadedModel:
-        key = (name, dtype)
+    def get(self, name: str, dtype: str | None = None, quantization: str | None = None) -> LoadedModel:
+        key = (name, dtype, quantization)
         if key not in self._loaded:
-            loaded = load_model(name, self.profile, cache_dir=self.cache_dir, device=self.device, dtype=dtype)
+            loaded = load_model(name, self.profile, cache_dir=self.cache_dir, device=self.device, dtype=dtype,
+                                quantization=quantization)
             self._loaded[key] = loaded
             self.provenance[name] = loaded.provenance()
         return self._loaded[key]

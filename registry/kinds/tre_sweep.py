@@ -245,6 +245,9 @@ class TRESweepSpec(SpecBase):
                              "model, layer or point, and dtype; mask: drop non-finite logits (-inf) and units from "
                              "the signal, end a row that has no finite logit, and count the affected tokens")
     dtype: DType | None = Field(None, description="Override the catalog dtype of every model")
+    quantization: Literal["none", "int8", "nf4"] | None = Field(
+        None, description="Override the catalog quantization of every model (bitsandbytes, CUDA or CPU): int8 = "
+                          "LLM.int8() (matmul inputs in float16), nf4 = 4-bit NormalFloat computing in `dtype`")
     batch_size: int | None = Field(None, ge=1, le=4096, description="Rows per forward pass (None = all prompts of a trial)")
 
     @field_validator("layer")

@@ -64,7 +64,7 @@ def run(spec: TRESweepSpec, ctx: RunContext) -> RunOutput:
     for name in spec.models:
         bar.set_postfix_str(f"loading {name}")
         with ctx.phase(f"load.{name}"):
-            lm = ctx.models.get(name, spec.dtype)
+            lm = ctx.models.get(name, spec.dtype, spec.quantization)
         layer = lm.anatomy.layer_index(spec.layer_for(lm.anatomy.n_layers))
         if spec.point == "mlp_neurons":
             try:

@@ -1,0 +1,50 @@
+"""The bridge's workload: sender and receiver loaded together; training backpropagates through the
+frozen receiver; the longest forward is a few-shot prompt (instruction, label list, demonstrations)."""
+
+from __future__ import annotations
+
+import torch
+
+from harness.kinds.bridge.modules import LatentBridge
+from harness.plan import Forward, Workload, estimated_tokens, model_size
+from registry.kinds.bridge import SEEDED_METHODS, BridgeSpec
+
+# Without the data, an item is assumed this long (short-text classification; the passkey and GSM8K
+# specs' items are longer, and their spec pages say so through this note).
+TYPICAL_ITEM_TOKENS = 64
+
+
+def trainable_parameters(spec: BridgeSpec, profile: str) -> int:
+    """The bridge's parameters, counted on the meta device (nothing is allocated)."""
+    sender, receiver = model_size(spec.sender, profile), model_size(spec.receiver, profile)
+    with torch.device("meta"):
+        bridge = LatentBridge(spec.bridge, sender.hidden, receiver.hidden, torch.zeros(sender.hidden),
+                              torch.ones(sender.hidden), 1.0)
+    return sum(p.numel() for p in bridge.parameters() if p.requires_grad)
+
+
+def workload(spec: BridgeSpec, profile: str) -> Workload:
+    task, ev, tr = spec.task, spec.evaluation, spec.training
+    labels = " ".join(spec.task.label_names())
+    item = TYPICAL_ITEM_TOKENS + estimated_tokens(task.item_template)
+    instruction = estimated_tokens(task.instruction + labels) if task.instruction or labels else 0
+    few_shot = ev.few_shot * (item + 8) if {"sender_few_shot", "receiver_few_shot"} & set(ev.methods) else 0
+    soft = spec.bridge.soft_tokens * spec.bridge.recurrent_steps
+    bridged = soft + estimated_tokens(task.primer + task.prompt)
+    answer = task.max_new_tokens
+    text = instruction + few_shot + item + answer
+    forwards = [Forward("sender states", spec.sender, 16, item),
+                Forward("training", spec.receiver, tr.batch_size, max(bridged, item + soft) + answer, trains=True),
+                Forward("evaluation", spec.receiver, ev.batch_size, max(bridged + answer, text))]
+    if {"sender_text", "sender_few_shot", "text_relay"} & set(ev.methods):
+        relay = estimated_tokens(task.relay_template) + item + task.relay_max_tokens
+        forwards.append(Forward("evaluation", spec.sender, ev.batch_size, max(text, relay)))
+    seeds = len(spec.training_seeds())
+    train_tokens = tr.steps * tr.batch_size * (bridged + answer) * seeds
+    if "prompt_tuning" in ev.methods:
+        train_tokens += ev.prompt_tuning.steps * tr.batch_size * (item + soft + answer) * seeds
+    methods = sum(seeds if m in SEEDED_METHODS else 1 for m in ev.methods if m != "random")
+    tokens = train_tokens + methods * task.eval_items * (item + answer) + task.eval_items * item * 2
+    return Workload(models=[spec.sender, spec.receiver], forwards=forwards, tokens=tokens,
+                    trainable_parameters=trainable_parameters(spec, profile),
+                    notes=[f"items assumed {TYPICAL_ITEM_TOKENS} tokens long (no data is read to plan)"])

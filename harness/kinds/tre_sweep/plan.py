@@ -1,0 +1,17 @@
+"""TRE sweep's workload: batched sampling per model (models in turn), trials x conditions x prompts."""
+
+from __future__ import annotations
+
+from harness.plan import Forward, Workload, estimated_tokens
+
+CHAT_TEMPLATE_TOKENS = 30  # room for a chat template around each prompt
+
+
+def workload(spec, profile: str) -> Workload:
+    prompts = spec.selected_prompts()
+    batch = min(spec.batch_size or len(prompts), len(prompts))
+    longest = max(estimated_tokens(p.text) for p in prompts) + CHAT_TEMPLATE_TOKENS + spec.max_new_tokens
+    per_model = sum(estimated_tokens(p.text) + CHAT_TEMPLATE_TOKENS + spec.max_new_tokens for p in prompts)
+    tokens = per_model * spec.trials * len(spec.conditions) * len(spec.models)
+    return Workload(models=list(spec.models), forwards=[Forward("generation", m, batch, longest) for m in spec.models],
+                    tokens=tokens, one_at_a_time=True)
