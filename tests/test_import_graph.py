@@ -67,3 +67,14 @@ def test_every_kind_fulfils_the_contract(kind):
     summary = summarizer(kind)
     assert summary is None or isinstance(summary, STEPS["summary"])
     assert (REPO / "registry" / "kinds" / f"{kind}.py").is_file()  # the spec model shares the kind's name
+
+
+def test_no_shared_file_names_a_kind():
+    """Kinds are found by listing registry/kinds/, so adding one changes no shared file (and no stage of another
+    kind: the guard in tests/test_pipeline.py would otherwise see every run stage change)."""
+    shared = [REPO / "registry" / "kinds" / "__init__.py", REPO / "harness" / "kinds" / "__init__.py",
+              REPO / "registry" / "loader.py", REPO / "harness" / "engine.py", REPO / "harness" / "analyze.py"]
+    for path in shared:
+        text = path.read_text()
+        for kind in KINDS:
+            assert f'"{kind}"' not in text and f"'{kind}'" not in text and f".{kind}" not in text, (path, kind)
