@@ -29,6 +29,10 @@ def test_missing_split_and_bad_labels_are_named(tmp_path):
     mirror = _mirror(tmp_path, "ag_news", "test", [{"text": "a", "label": 0}])
     with pytest.raises(DataError, match=r"ag_news: split 'train' is not in the mirror .* the mirror holds: test"):
         load_items("ag_news", "train", profile="local", mirror=mirror)
+    # the message lists what the mirror folder holds, not what the catalog expects it to hold (train, test)
+    holey = _mirror(tmp_path / "holey", "banking77", "test", [{"text": "a", "label": 0}])
+    with pytest.raises(DataError, match=r"banking77: split 'train' is not in the mirror .* the mirror holds: test\)$"):
+        load_items("banking77", "train", profile="local", mirror=holey)
     _mirror(tmp_path, "sst2", "validation", [{"text": "fine", "label": 0}, {"text": "odd", "label": 7}])
     with pytest.raises(DataError, match=r"sst2: label 7 of row validation:1 is outside 0..1"):
         load_items("sst2", "validation", profile="local", mirror=tmp_path)

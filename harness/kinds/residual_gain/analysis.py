@@ -130,12 +130,29 @@ def analyze(spec: ResidualGainSpec, records: list[dict], curves: list[dict] | No
         h18.add(display, corr.n, corr.pearson_r, corr.pearson_p, corr.spearman_rho, corr.spearman_p, float(np.mean(entropies)))
 
     out.tables += [summary, arch, early, h18]
+    out.notes.append(_readings_note(spec, out))
     if spec.pairs:
         out.tables.append(_pairs_table(spec, derived, by_model, out))
     out.tables.append(per_prompt)
     if any(math.isnan(row[2]) for row in h18.rows if isinstance(row[2], float)):
         out.notes.append("H18 correlations need at least three prompts with varying values; they are blank otherwise.")
     return out
+
+
+def _readings_note(spec: ResidualGainSpec, out: Analysis) -> str:
+    """The report never defines "Last Gain"; both readings, how far apart they are here, and what each
+    reported gain is compared with."""
+    ratios = []
+    for model in spec.models:
+        pre, post = out.metrics.get(f"{model}.last_gain_pre_norm.mean"), out.metrics.get(f"{model}.last_gain_post_norm.mean")
+        if pre and post:
+            ratios.append(f"{model} {pre:.3g} pre-norm vs {post:.3g} post-norm ({math.log10(max(pre, post) / min(pre, post)):.1f} "
+                          f"orders of magnitude apart)")
+    return ("\"Last Gain\" is not defined in the report. The pre-norm reading (last block's output over the previous "
+            "block's, both before the final norm) is what the paper spec binds every reported gain to; the post-norm "
+            "reading (final norm's output over the previous block's output) is what transformers' "
+            "hidden_states[-1] / hidden_states[-2] gives. Here: " + "; ".join(ratios) + ". Reported gains are listed "
+            "under both readings in the table of reported numbers, so each has a verdict under each.")
 
 
 def _fmt_theta(theta) -> str:
