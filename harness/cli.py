@@ -209,6 +209,52 @@ def plan(paths: tuple[Path, ...], profile: str, overrides: tuple[str, ...]):
         _fail(f"no spec runs on the {profile} profile", 2)
 
 
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--executor", type=click.Choice(["slurm", "local"]), default="slurm", show_default=True,
+              help="slurm: a SLURM cluster; local: subprocesses on this machine (for trying it out).")
+@click.option("--profile", type=PROFILE_CHOICE, default="paper", show_default=True)
+@click.option("--partition", default=None, help="SLURM partition.")
+@click.option("--gpus", type=int, default=1, show_default=True, help="GPUs per job (0: CPU only).")
+@click.option("--gpu-memory", "gpu_memory", type=float, default=None, metavar="GIB",
+              help="Memory of the partition's GPUs; a spec whose plan needs more is refused before anything is queued.")
+@click.option("--cpus", type=int, default=8, show_default=True)
+@click.option("--timeout", "timeout_min", type=int, default=240, show_default=True, help="Minutes per job.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec field. Repeatable.")
+@click.option("--wait", is_flag=True, help="Wait for every job and report how it ended.")
+@results_option
+@click.option("--logs", "log_dir", type=click.Path(path_type=Path), default=Path("logs/submitit"), show_default=True,
+              help="Where submitit keeps each job's script, stdout and stderr.")
+@user_errors
+def submit(specs: tuple[Path, ...], executor: str, profile: str, partition: str | None, gpus: int,
+           gpu_memory: float | None, cpus: int, timeout_min: int, overrides: tuple[str, ...], wait: bool,
+           results_dir: Path, log_dir: Path):
+    """Send each spec to a cluster as one job (submitit) that runs `harness run` into the results folder."""
+    from harness.submit import Resources, SubmitError
+    from harness.submit import submit as submit_jobs
+
+    resources = Resources(partition, gpus, gpu_memory, cpus, timeout_min, profile)
+    try:
+        jobs = submit_jobs(list(specs), executor, resources, results_dir.resolve(), log_dir, overrides)
+    except SubmitError as exc:
+        _fail(str(exc), 2 if "needs about" not in str(exc) else 1)
+    for path, job in zip(specs, jobs):
+        click.echo(f"{path}: job {job.job_id} (logs in {log_dir}/)")
+    if not wait:
+        return
+    failed = 0
+    for path, job in zip(specs, jobs):
+        try:
+            job.result()
+            click.echo(f"{path}: done -> {results_dir}/{path.stem}/")
+        except Exception as exc:  # submitit re-raises the job's failure; its log has the details
+            failed += 1
+            last = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            click.echo(f"error: {path}: job {job.job_id} failed: {last}", err=True)
+    if failed:
+        sys.exit(1)
+
+
 def _analyze_and_show(spec: Path, results_dir: Path, name: str | None = None) -> None:
     from harness.analyze import analyze_run
     from harness.report.render import render_table_md

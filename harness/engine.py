@@ -184,8 +184,10 @@ def run_spec(spec_path: Path, settings: RunSettings) -> RunSummary:
     executor = kinds.executor(spec.kind)
     processes = Processes.current(settings.device)
     final_dir = Path(settings.results_dir) / spec.name
-    if not processes.is_main and not getattr(executor, "DISTRIBUTED", False):
-        return RunSummary(spec.name, final_dir, 0.0)  # the main process runs this kind alone
+    if not getattr(executor, "DISTRIBUTED", False):
+        if not processes.is_main:
+            return RunSummary(spec.name, final_dir, 0.0)  # the main process runs this kind alone
+        processes = Processes(device=processes.device)  # ... as one process: no collective calls
     device = processes.device or resolve_device(settings.device)
     state_dir, state_digest = state_dir_for(settings.cache_dir, spec, settings.profile)
     if not processes.is_main:

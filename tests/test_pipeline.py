@@ -228,3 +228,32 @@ def test_specs_are_dvc_params_and_experiments_run_on_a_spec_field(tiny_project):
     # dvc leaves the workspace at the last experiment, its spec file rewritten by DVC's YAML writer: still valid
     assert "0.0005" in spec.read_text()
     sh("harness", "validate", "specs/sst2_8tok.yaml")
+
+
+@pytest.mark.slow
+def test_a_queue_of_spec_variants_runs_with_two_workers(tiny_project):
+    """`dvc exp run --queue` per variant, `dvc queue start -j 2`: every variant's metrics come back in
+    `dvc exp show`, and `dvc exp apply` puts one's results where `dvc repro` would."""
+    import time
+
+    work, sh = tiny_project
+    sh(sys.executable, "-m", "dvc", "repro")
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "baseline")
+    for seed in (1, 2):
+        sh(sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", f"seed{seed}", "-S",
+           f"specs/residual_gain_local.yaml:seed={seed}")
+    sh(sys.executable, "-m", "dvc", "queue", "start", "-j", "2")
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        status = sh(sys.executable, "-m", "dvc", "queue", "status")
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    assert "Failed" not in status, status + sh(sys.executable, "-m", "dvc", "queue", "logs", "seed1")
+    shown = json.loads(sh(sys.executable, "-m", "dvc", "exp", "show", "--json"))
+    text = json.dumps(shown)
+    assert "seed1" in text and "seed2" in text and "last_gain_pre_norm" in text
+    sh(sys.executable, "-m", "dvc", "exp", "apply", "seed2")
+    run = json.loads((work / "results" / "residual_gain_local" / "run.json").read_text())
+    assert run["seed"] == 2 and (work / "results" / "residual_gain_local" / "metrics.json").is_file()
