@@ -107,6 +107,10 @@ def test_slope_cliffs_collapse_and_convergence():
     assert slope.ci_low < -0.02 < slope.ci_high
     steps = [0.8] * 5 + [0.5] * 5 + [0.48] * 5
     assert T.cliffs(steps, 0.1) == [5]  # 0.3 >= 0.08; the 0.02 drop at chunk 10 is not a cliff
+    noisy = [0.5 + e for e in np.random.default_rng(2).normal(0, 0.02, 40)]
+    noisy[20:] = [v - 0.2 for v in noisy[20:]]  # one real cliff among noise of the cliff_drop floor's size
+    assert T.cliffs(noisy, 0.05, z=0) != [20]  # the floor alone calls noise cliffs
+    assert T.cliffs(noisy, 0.05, z=3.5) == [20]
     assert T.largest_drop(steps) == (pytest.approx(0.3), 5)
     entropy = [0.95 - 0.42 * (1 - math.exp(-t / 5)) for t in range(50)]
     assert T.collapse(entropy) == pytest.approx((0.95 - entropy[-1]) / 0.95)

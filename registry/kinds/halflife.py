@@ -86,7 +86,10 @@ class Analysis(StrictModel):
     """Thresholds the statistics use (stated on the page)."""
 
     cliff_drop: float = Field(0.1, gt=0, le=1, description="A cliff is a chunk-to-chunk drop of at least this "
-                                                           "fraction of the first chunk's pressure")
+                                                           "fraction of the first chunk's pressure ...")
+    cliff_z: float = Field(3.5, ge=0, le=100, description="... that also stands out from the trajectory's own "
+                                                         "chunk-to-chunk changes: above their median by cliff_z "
+                                                         "robust standard deviations (1.4826 x MAD); 0 turns this off")
     converge_tolerance: float = Field(0.02, gt=0, le=1, description="Entropy has converged from the first chunk "
                                                                     "after which it stays within this distance of "
                                                                     "its mean over the last third of the chunks")
@@ -103,8 +106,9 @@ class HalfLifeSpec(SpecBase):
 
     Half-life: the first chunk whose pressure is at most half the first chunk's ("not reached" is a
     result). Exponential fit P = P_inf + (P0 - P_inf) exp(-t / tau), half-life tau ln 2, with a CI from the
-    fit's covariance. Linear slope per chunk with a CI. Cliffs: chunk-to-chunk drops of at least
-    `analysis.cliff_drop` x P0. Entropy collapse (H_first - H_last) / H_first; early (first third) vs late
+    fit's covariance (no fit when the fitted curve does not decay or its half-life lies beyond ten times
+    the chunks generated). Linear slope per chunk with a CI. Cliffs: chunk-to-chunk drops of at least
+    `analysis.cliff_drop` x P0 that are also outliers among the trajectory's changes (`analysis.cliff_z`). Entropy collapse (H_first - H_last) / H_first; early (first third) vs late
     (last third) means; chunks to converge. Pressure-entropy correlation. Perturbation: per-chunk delta
     (perturbed - baseline) with a paired t-test over trajectories, and its sum (the "external energy")."""
 

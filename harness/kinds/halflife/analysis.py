@@ -67,7 +67,7 @@ def trajectory_stats(spec: HalfLifeSpec, series: dict[str, list[float]]) -> dict
     early, late = T.thirds(h)
     corr = stats.correlation(p, h)
     return {"p_first": p[0], "p_last": p[-1], "half_life": T.half_life_chunk(p), "fit": fit, "slope": slope.slope,
-            "largest_drop": drop, "drop_at": drop_at, "cliffs": T.cliffs(p, spec.analysis.cliff_drop),
+            "largest_drop": drop, "drop_at": drop_at, "cliffs": T.cliffs(p, spec.analysis.cliff_drop, spec.analysis.cliff_z),
             "h_first": h[0], "h_last": h[-1], "collapse": T.collapse(h), "h_early": early, "h_late": late,
             "converge": T.chunks_to_converge(h, spec.analysis.converge_tolerance), "corr": corr.pearson_r,
             "nats_first": series["entropy_nats"][0], "nats_last": series["entropy_nats"][-1]}
@@ -160,8 +160,10 @@ def analyze(spec: HalfLifeSpec, records: list[dict], curves: list[dict] | None =
         f"Pressure is this project's definition (the report never gives one): {spec.pressure.name} = "
         f"{PRESSURE_TEXT[spec.pressure.name]}, averaged over MoE layers {layers} of {n_layers} "
         f"({spec.pressure.layers}), per chunk the {spec.pressure.aggregate.replace('_', ' ')}.",
-        f"Half-life: the first chunk at or below half the first chunk's pressure. Cliffs: chunk-to-chunk drops of at "
-        f"least {spec.analysis.cliff_drop:g} x the first chunk's pressure. Entropy converges from the first chunk "
+        f"Half-life: the first chunk at or below half the first chunk's pressure; the exponential fit is shown only "
+        f"where the fitted curve decays with a half-life within ten times the {spec.chunks} chunks. Cliffs: "
+        f"chunk-to-chunk drops of at least {spec.analysis.cliff_drop:g} x the first chunk's pressure that also exceed "
+        f"the trajectory's median change by {spec.analysis.cliff_z:g} robust standard deviations. Entropy converges from the first chunk "
         f"after which it stays within {spec.analysis.converge_tolerance:g} of its last-third mean.",
         "Tokens are " + ("drawn with temperature {t:g}, top-p {p:g}, top-k {k} (seeded per trajectory)".format(
             t=spec.sampling.temperature, p=spec.sampling.top_p, k=spec.sampling.top_k)

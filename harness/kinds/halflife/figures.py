@@ -32,7 +32,7 @@ def figures(spec: HalfLifeSpec, analysis: Analysis, records: list[dict], curves:
                 if len(rows) > 1:
                     ax.fill_between(chunks, rows.min(0), rows.max(0), color=COLORS[arm], alpha=0.15, lw=0)
                 if key != "entropy":
-                    marks = T.cliffs(list(mean), spec.analysis.cliff_drop)
+                    marks = T.cliffs(list(mean), spec.analysis.cliff_drop, spec.analysis.cliff_z)
                     ax.scatter(marks, mean[marks], color=COLORS[arm], marker="v", s=30, zorder=3,
                                label=f"{arm} cliffs" if marks else None)
         ax1.set_title(f"Pressure ({spec.pressure.name}, {spec.pressure.aggregate.replace('_', ' ')})")

@@ -30,7 +30,7 @@ class ExponentialFit:
 
 def exponential_fit(series: list[float]) -> ExponentialFit | None:
     """Least-squares P(t) = P_inf + (P0 - P_inf) exp(-t / tau); None when it does not converge or the
-    fitted curve does not decay (P_inf must lie below P0, tau must be finite)."""
+    fitted curve does not decay (P_inf must lie below P0) or its half-life exceeds ten times the series."""
     from scipy.optimize import curve_fit
 
     y = np.asarray(series, dtype=float)
@@ -48,8 +48,8 @@ def exponential_fit(series: list[float]) -> ExponentialFit | None:
         return None
     p0, p_inf, tau = (float(v) for v in params)
     se = float(np.sqrt(cov[2, 2])) if np.isfinite(cov[2, 2]) else float("nan")
-    if not math.isfinite(tau) or tau >= 1e6 * 0.999 or p_inf >= p0:
-        return None
+    if not math.isfinite(tau) or tau * math.log(2) > 10 * len(y) or p_inf >= p0:
+        return None  # no decay, or one too slow to tell from none within the chunks generated
     half = tau * math.log(2)
     return ExponentialFit(p0, p_inf, tau, half, half - 1.96 * se * math.log(2), half + 1.96 * se * math.log(2))
 
@@ -80,10 +80,19 @@ def drops(series: list[float]) -> list[float]:
     return [a - b for a, b in zip(series[:-1], series[1:])]
 
 
-def cliffs(series: list[float], fraction: float) -> list[int]:
-    """Chunks entered by a drop of at least `fraction` of the first chunk's value."""
-    threshold = fraction * abs(series[0])
-    return [chunk for chunk, drop in enumerate(drops(series), start=1) if threshold > 0 and drop >= threshold]
+def cliffs(series: list[float], fraction: float, z: float = 0.0) -> list[int]:
+    """Chunks entered by a drop of at least `fraction` of the first chunk's value that is also an outlier
+    among the series' chunk-to-chunk changes: above their median by `z` robust standard deviations
+    (1.4826 x the median absolute deviation), so noise at the scale of the series is not a cliff."""
+    steps = drops(series)
+    if not steps:
+        return []
+    floor = fraction * abs(series[0])
+    if z > 0:
+        median = float(np.median(steps))
+        spread = 1.4826 * float(np.median(np.abs(np.subtract(steps, median))))
+        floor = max(floor, median + z * spread)
+    return [chunk for chunk, drop in enumerate(steps, start=1) if floor > 0 and drop >= floor]
 
 
 def largest_drop(series: list[float]) -> tuple[float, int | None]:
