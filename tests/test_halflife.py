@@ -142,6 +142,7 @@ def test_the_analysis_pairs_arms_and_tests_the_perturbation_delta():
     deltas = [np.mean([0.1 * s / 3, 0.1 * s / 3, 0.1, 0.1]) for s in (1, 2, 3)]
     assert m["perturbation.delta.mean"] == pytest.approx(np.mean(deltas))
     assert m["perturbation.external_energy.mean"] == pytest.approx(np.mean([4 * d for d in deltas]))
+    assert m["baseline.pressure_last_token.first"] == pytest.approx(0.6)  # the other aggregate is recorded too
     assert m["perturbation.delta.ci_low"] < m["perturbation.delta.mean"] < m["perturbation.delta.ci_high"]
     series = series_by_trajectory(spec, _records(base))
     assert series[("random10", 1, "baseline")]["chunk_mean"] == pytest.approx([0.6, 0.5, 0.4, 0.25, 0.2])

@@ -134,6 +134,11 @@ def analyze(spec: HalfLifeSpec, records: list[dict], curves: list[dict] | None =
             analysis.set(f"{arm}.entropy.{name}", mean)
             analysis.set(f"{arm}.entropy.{name}.ci_low", low)
             analysis.set(f"{arm}.entropy.{name}.ci_high", high)
+        other = "last_token" if spec.pressure.aggregate == "chunk_mean" else "chunk_mean"
+        for name, pick in (("first", lambda x: x[0]), ("last", lambda x: x[-1]),
+                           ("slope", lambda x: T.linear_slope(x).slope)):
+            values = [pick(series[key][other]) for key in series if key[2] == arm]
+            analysis.set(f"{arm}.pressure_{other}.{name}", _mean_ci(values)[0])
         converged = [r["converge"] for r in rows if r["converge"] is not None]
         if converged:
             analysis.set(f"{arm}.entropy.chunks_to_converge.median", float(np.median(converged)))
