@@ -88,12 +88,15 @@ def _expected_table(spec, analysis: Analysis | None, run: dict | None) -> Table 
     if not spec.expected:
         return None
     profile = run["profile"] if run else None
+    same = profile is not None and all(exp.profile == profile for exp in spec.expected)
     table = Table("expected", "Reported vs reproduced", [
         Column("Metric", align="l"), Column("Reported"), Column("Reproduced"), Column("Ratio", ".2f"),
         Column("Section", align="l"), Column("Note", align="l")],
-        caption=("Reported values come from the report's models (paper profile). "
-                 + ("Not run yet." if run is None else f"This run used the {profile} profile"
-                    + ("." if profile == "paper" else ", whose models differ, so the columns are not expected to agree."))))
+        caption=("Not run yet." if run is None else
+                 f"The reported values describe the same models as this {profile} run." if same else
+                 "Reported values come from the report's models (paper profile). This run used the "
+                 f"{profile} profile" + ("." if profile == "paper" else
+                                         ", whose models differ, so the columns are not expected to agree.")))
     for exp in spec.expected:
         got = None
         if analysis is not None:

@@ -102,7 +102,7 @@ def analyze(spec: HalfLifeSpec, records: list[dict], curves: list[dict] | None =
                            "(means over trajectories, 95% t intervals)",
                            [Column("arm", align="l"), Column("trajectories", "d"), Column("first chunk", ".4f"),
                             Column("last chunk", ".4f"), Column("slope per chunk", ".2e"), Column("slope 95% CI", align="l"),
-                            Column("half-life reached", align="l"), Column("fit tau ln 2 (chunks)", ".3g"),
+                            Column("half-life reached", align="l"), Column("fit tau ln 2 (chunks)", align="l"),
                             Column("largest drop", ".4f"), Column("at chunk", align="l"), Column("cliffs", "d")])
     entropy_table = Table("entropy", "Routing entropy per chunk (normalised H/ln E, mean over every MoE layer)",
                           [Column("arm", align="l"), Column("first chunk", ".3f"), Column("last chunk", ".3f"),
@@ -149,7 +149,8 @@ def analyze(spec: HalfLifeSpec, records: list[dict], curves: list[dict] | None =
                            _interval(m.get(f"{arm}.pressure.slope.ci_low"), m.get(f"{arm}.pressure.slope.ci_high")),
                            f"{len(reached)}/{n}" + (f" (median chunk {np.median(reached):g})" if reached else
                                                     f" (not in {spec.chunks} chunks)"),
-                           fit_mean, m.get(f"{arm}.pressure.largest_drop"),
+                           f"{fit_mean:.3g} ({len(fits)} of {n} decay)" if fits else f"no decay ({n} of {n})",
+                           m.get(f"{arm}.pressure.largest_drop"),
                            ", ".join(map(str, drop_chunks[:6])) or "none", cliff_count)
         entropy_table.add(arm, m.get(f"{arm}.entropy.first"), m.get(f"{arm}.entropy.last"),
                           m.get(f"{arm}.entropy.collapse"), m.get(f"{arm}.entropy.early"), m.get(f"{arm}.entropy.late"),
