@@ -402,3 +402,20 @@ def test_local_and_paper_specs_share_the_controller_and_prompts():
         spec = load_spec(path, "paper" if "local" not in path.stem else "local").model_dump()
         assert {k: spec[k] for k in keys} == {k: reference[k] for k in keys}, path.name
     assert load_spec(REPO / "specs" / "tre_sweep_deepseek_r1_llama70b.yaml", "paper").trials == 5
+
+
+def test_the_reported_neural_means_are_not_jointly_attainable_by_one_signal():
+    """One signal drives temperature, top_p and top_k through linear maps, so the means it produces imply one
+    signal level; the report's DeepSeek means imply 0.585 / 0.893 / 0.772, which no signal can produce."""
+    from harness.kinds.tre_sweep.analysis import implied_signal_levels, jointly_attainable
+
+    spec = load_spec(REPO / "specs" / "tre_sweep_deepseek_r1_llama70b.yaml", "paper")
+    levels = implied_signal_levels(spec, {"temperature": 0.717, "top_p": 0.984, "top_k": 21.4})
+    assert [round(levels[p], 3) for p in ("temperature", "top_p", "top_k")] == [0.585, 0.893, 0.772]
+    assert not jointly_attainable(levels)
+    # means the controller does produce (any signal, mapped linearly) imply one level
+    u = 0.37
+    r = spec.ranges
+    produced = {"temperature": r.temperature.lo + u * (r.temperature.hi - r.temperature.lo),
+                "top_p": r.top_p.lo + u * (r.top_p.hi - r.top_p.lo), "top_k": r.top_k.hi - u * (r.top_k.hi - r.top_k.lo)}
+    assert jointly_attainable(implied_signal_levels(spec, produced))

@@ -91,10 +91,52 @@ def analyze(spec: TRESweepSpec, records: list[dict], curves: list[dict] | None =
     if any(t.key == "nonfinite" for t in tables):  # a run that met NaN/Inf leads with what went wrong
         tables.sort(key=lambda t: t.key not in ("nonfinite", "calibration"))
     out.tables += tables
+    out.notes += _controller_notes(spec, expected, models, names, out.metrics)
     if any(g["word_count"] == 0 for g in gens):
         out.notes.append(f"{sum(g['word_count'] == 0 for g in gens)} generation(s) have no words; they count in "
                          "word means but have no diversity values.")
     return out
+
+
+def implied_signal_levels(spec: TRESweepSpec, means: dict[str, float]) -> dict[str, float]:
+    """The mean mapped signal u in [0, 1] that each parameter's mean implies under this controller
+    (parameter = lo + u (hi - lo), or hi - u (hi - lo) for direction `down`). One signal drives all three
+    through linear maps, so means the controller can produce imply one level (up to top_k's rounding)."""
+    levels = {}
+    for param, mean in means.items():
+        r = getattr(spec.ranges, param)
+        u = (mean - r.lo) / (r.hi - r.lo)
+        levels[param] = 1 - u if getattr(spec.mapping.directions, param) == "down" else u
+    return levels
+
+
+def jointly_attainable(levels: dict[str, float], tolerance: float = 0.05) -> bool:
+    return max(levels.values()) - min(levels.values()) <= tolerance
+
+
+def _controller_notes(spec: TRESweepSpec, expected: dict, models: list[str], names: dict, metrics: dict) -> list[str]:
+    notes = []
+    for m in models:
+        means = {p: expected.get(f"{m}.params.neural.{p}.mean") for p in PARAMS}
+        if all(isinstance(v, float) for v in means.values()):
+            levels = implied_signal_levels(spec, means)
+            verdict = ("can be met jointly" if jointly_attainable(levels) else
+                       "cannot be met jointly by this controller (one signal drives all three through linear maps, so "
+                       "their means must imply one level): a limit of the design, not a result")
+            notes.append(f"{names[m]}: the report's neural parameter means imply signal levels "
+                         + " / ".join(f"{levels[p]:.3f}" for p in PARAMS) + f" ({' / '.join(PARAMS)}) under these ranges "
+                         f"and directions; they {verdict}.")
+    mid = {p: getattr(spec.ranges, p).lo + 0.5 * (getattr(spec.ranges, p).hi - getattr(spec.ranges, p).lo) for p in PARAMS}
+    if mid["top_p"] > spec.baseline.top_p and mid["top_k"] < spec.baseline.top_k:
+        shifted = [f"{names[m]} random: top_p {metrics[f'{m}.params.random.top_p.mean']:.3f}, "
+                   f"top_k {metrics[f'{m}.params.random.top_k.mean']:.1f}" for m in models
+                   if f"{m}.params.random.top_p.mean" in metrics]
+        notes.append(f"Design consequence: with these ranges a mid-range signal already gives top_p {mid['top_p']:g} > "
+                     f"{spec.baseline.top_p:g} and top_k {mid['top_k']:g} < {spec.baseline.top_k:g}, so \"TRE raised top_p "
+                     "and lowered top_k versus baseline\" follows from the ranges for almost any signal; the random "
+                     "condition, which shares them, shifts the same way"
+                     + (f" ({'; '.join(shifted)})" if shifted else "") + ".")
+    return notes
 
 
 def _effect_table(out, expected, models, names, by, comparisons) -> Table:
