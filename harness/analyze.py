@@ -39,7 +39,7 @@ def load_run(run_dir: Path, spec_path: Path) -> SavedRun | None:
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").is_file() or not (run_dir / "records.jsonl").is_file():
         return None
-    run = _read_saved(run_dir / "run.json", lambda p: json.loads(p.read_text(encoding="utf-8")))
+    run = read_saved(run_dir / "run.json", lambda p: json.loads(p.read_text(encoding="utf-8")))
     if not isinstance(run, dict) or not {"name", "profile", "spec"} <= set(run):
         raise SavedRunError(f"{run_dir / 'run.json'}: not a run record (it needs name, profile and spec)")
     if run["name"] != Path(spec_path).stem:
@@ -58,15 +58,16 @@ def load_run(run_dir: Path, spec_path: Path) -> SavedRun | None:
         else:
             notes.append("The spec file changed after this run; the tables describe the run as it was made.")
     curves_file = run_dir / "curves.csv"
-    curves = _read_saved(curves_file, read_csv_rows) if curves_file.is_file() else []
-    return SavedRun(run, _read_saved(run_dir / "records.jsonl", read_jsonl), curves, spec, current_spec, notes)
+    curves = read_saved(curves_file, read_csv_rows) if curves_file.is_file() else []
+    return SavedRun(run, read_saved(run_dir / "records.jsonl", read_jsonl), curves, spec, current_spec, notes)
 
 
 class SavedRunError(RuntimeError):
     """A run directory's file is unreadable or belongs to another spec."""
 
 
-def _read_saved(path: Path, read):
+def read_saved(path: Path, read):
+    """`read(path)`, with any unreadable file turned into one SavedRunError line naming it."""
     try:
         return read(path)
     except (ValueError, UnicodeDecodeError, OSError) as exc:  # json/csv errors are ValueErrors

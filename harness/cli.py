@@ -74,7 +74,7 @@ def main():
 @user_errors
 def list_specs(specs_dir: Path, results_dir: Path):
     """List every spec: name, kind, source, profiles it can run on, last result."""
-    from harness.analyze import SavedRunError
+    from harness.analyze import SavedRunError, read_saved
     from harness.engine import runnable_profiles
     from harness.report.render import spec_files
     from registry import load_spec_all_profiles
@@ -85,11 +85,9 @@ def list_specs(specs_dir: Path, results_dir: Path):
         spec = by_profile["local"]
         run_file = results_dir / spec.name / "run.json"
         if run_file.is_file():
-            try:
-                run = json.loads(run_file.read_text(encoding="utf-8"))
-                run["profile"], run["started_utc"], run["wall_seconds"]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise SavedRunError(f"{run_file}: unreadable ({type(exc).__name__}: {exc}); rerun the spec") from None
+            run = read_saved(run_file, lambda p: json.loads(p.read_text(encoding="utf-8")))
+            if not isinstance(run, dict) or not {"profile", "started_utc", "wall_seconds"} <= set(run):
+                raise SavedRunError(f"{run_file}: not a run record (it needs profile, started_utc and wall_seconds)")
             last = f"{run['profile']}, {run['started_utc'][:16].replace('T', ' ')}, {run['wall_seconds']:.0f}s"
         else:
             last = "—"
@@ -237,7 +235,7 @@ def submit(specs: tuple[Path, ...], executor: str, profile: str, partition: str 
     try:
         jobs = submit_jobs(list(specs), executor, resources, results_dir.resolve(), log_dir, overrides)
     except SubmitError as exc:
-        _fail(str(exc), 2 if "needs about" not in str(exc) else 1)
+        _fail(str(exc), exc.exit_code)
     for path, job in zip(specs, jobs):
         click.echo(f"{path}: job {job.job_id} (logs in {log_dir}/)")
     if not wait:

@@ -15,7 +15,9 @@ from registry import load_spec
 
 
 class SubmitError(RuntimeError):
-    pass
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code  # 1: the spec does not fit the resources; 2: a bad request
 
 
 @dataclass
@@ -38,10 +40,8 @@ def _executor(kind: str, folder: Path):
         import submitit
     except ImportError:
         raise SubmitError("submitit is not installed: pip install submitit") from None
-    if kind == "local":
-        return submitit.AutoExecutor(folder=folder, cluster="local")
-    if kind == "slurm":
-        return submitit.AutoExecutor(folder=folder, cluster="slurm")
+    if kind in ("local", "slurm"):
+        return submitit.AutoExecutor(folder=folder, cluster=kind)
     raise SubmitError(f"unknown executor {kind!r} (expected slurm or local)")
 
 
@@ -49,8 +49,6 @@ def submit(spec_paths: list[Path], executor: str, resources: Resources, results_
            overrides: tuple[str, ...] = ()) -> list:
     """Check every spec against the resources first (nothing is queued if one does not fit), then queue one job
     per spec; returns submitit jobs."""
-    from submitit.helpers import CommandFunction  # noqa: F401  (checked by _executor first)
-
     plans = []
     for path in spec_paths:
         spec = load_spec(path, resources.profile, overrides)
@@ -63,20 +61,19 @@ def submit(spec_paths: list[Path], executor: str, resources: Resources, results_
             if plan.total_bytes > usable:
                 raise SubmitError(f"{path}: needs about {gib(plan.total_bytes)} on one GPU ({resources.profile} profile), "
                                   f"more than the {resources.gpu_memory_gib:g} GiB GPU can hold ({gib(usable)} usable); "
-                                  f"use a larger GPU or a quantised model")
+                                  f"use a larger GPU or a quantised model", exit_code=1)
         plans.append((path, spec, plan))
     pool = _executor(executor, log_dir)
-    from submitit.helpers import CommandFunction
+    from submitit.helpers import CommandFunction  # importable: _executor checked submitit
 
     jobs = []
     for path, spec, plan in plans:
         params = {"timeout_min": resources.timeout_min, "name": f"harness-{spec.name}",
                   "mem_gb": job_memory_gb(plan.total_bytes) if plan else 64, "cpus_per_task": resources.cpus}
-        if executor == "slurm":
-            params.update({"gpus_per_node": resources.gpus, "slurm_partition": resources.partition} if resources.partition
-                          else {"gpus_per_node": resources.gpus})
-        elif resources.gpus:
+        if resources.gpus or executor == "slurm":
             params["gpus_per_node"] = resources.gpus
+        if executor == "slurm" and resources.partition:
+            params["slurm_partition"] = resources.partition
         pool.update_parameters(**params)
         command = [sys.executable, "-m", "harness.cli", "run", str(path), "--profile", resources.profile, "--quiet",
                    "--results-dir", str(results_dir), *[arg for o in overrides for arg in ("--set", o)]]

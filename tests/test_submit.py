@@ -48,6 +48,9 @@ def test_missing_submitit_and_unknown_executors_are_one_line(monkeypatch, tmp_pa
     monkeypatch.setattr(builtins, "__import__", no_submitit)
     with pytest.raises(S.SubmitError, match="submitit is not installed: pip install submitit"):
         S._executor("slurm", tmp_path)
+    with pytest.raises(S.SubmitError, match="submitit is not installed"):  # before anything imports it
+        S.submit([REPO / "specs" / "residual_gain_local.yaml"], "slurm", S.Resources(profile="tiny", gpus=0),
+                 tmp_path / "results", tmp_path / "logs")
     monkeypatch.setattr(builtins, "__import__", real_import)
     with pytest.raises(S.SubmitError, match="unknown executor 'pbs'"):
         S._executor("pbs", tmp_path)
