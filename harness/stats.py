@@ -131,6 +131,20 @@ def mean_interval(values: Sequence[float], alpha: float = 0.05) -> tuple[float, 
     return float(low), float(high)
 
 
+def bootstrap_mean_interval(values: Sequence[float], alpha: float = 0.05, resamples: int = 9999,
+                            seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval for the mean (seeded, so a re-analysis gives the same interval);
+    (NaN, NaN) for fewer than two values, a zero-width interval when they are all equal."""
+    array = _floats(values, "values")
+    if array.size < 2:
+        return float("nan"), float("nan")
+    if np.ptp(array) == 0:
+        return float(array[0]), float(array[0])
+    result = scipy_stats.bootstrap((array,), np.mean, confidence_level=1 - alpha, n_resamples=resamples,
+                                   method="percentile", rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
 def welch_t_test(x: Sequence[float], y: Sequence[float], alpha: float = 0.05) -> TTestResult:
     """Two-sample t-test without assuming equal variances (Welch-Satterthwaite df)."""
     x, y = _floats(x, "x"), _floats(y, "y")

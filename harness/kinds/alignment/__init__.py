@@ -1,0 +1,1 @@
+"""Cross-model injection by layer, orthogonal Procrustes and learned adapters (seed 003)."""

@@ -1,0 +1,84 @@
+"""Residual-stream states by layer (0 = embedding output, n = last block before the final norm), and
+pairs of states of two models read off the same texts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.models import ActivationCapture, check_finite
+from harness.models.lm import uses_bos
+
+
+@dataclass
+class Encoded:
+    ids: list[int]
+    ends: list[int]  # character offset where each token ends (-1 for BOS)
+
+
+def encode(lm, text: str, add_bos: bool) -> Encoded:
+    enc = lm.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, ends = list(enc["input_ids"]), [int(end) for _, end in enc["offset_mapping"]]
+    if add_bos and uses_bos(lm):
+        ids, ends = [lm.tokenizer.bos_token_id] + ids, [-1] + ends
+    return Encoded(ids, ends)
+
+
+@torch.no_grad()
+def layer_states(lm, ids: list[int], layers: list[int]) -> dict[int, torch.Tensor]:
+    """{layer: (positions, width)} float32 states of one sequence; NaN/Inf is named with its layer."""
+    with ActivationCapture(lm.name, lm.anatomy, residual=True) as cap:
+        lm.model(input_ids=torch.tensor([ids], device=lm.device))
+    stream = cap.residual_stream()
+    out = {}
+    for layer in layers:
+        state = stream[layer][0].float().cpu()
+        check_finite(state, lm.name, "embed" if layer == 0 else f"block.{layer - 1}")
+        out[layer] = state
+    return out
+
+
+def pair_positions(a: Encoded, b: Encoded) -> tuple[list[int], list[int]]:
+    """Positions of tokens of `a` and `b` that end at the same character offset (BOS is never paired)."""
+    where_b = {}
+    for j, end in enumerate(b.ends):
+        if end > 0:
+            where_b.setdefault(end, j)
+    pa, pb = [], []
+    for i, end in enumerate(a.ends):
+        if end > 0 and end in where_b and where_b[end] not in pb:
+            pa.append(i)
+            pb.append(where_b[end])
+    return pa, pb
+
+
+def paired_states(a_lm, b_lm, texts: list[str], a_layers: list[int], b_layers: list[int], pairing: str,
+                  add_bos: bool, bar=None) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], list[int]]:
+    """States of both models on the same texts, paired by `pairing`; also the text index of every pair."""
+    a_out: dict[int, list] = {layer: [] for layer in a_layers}
+    b_out: dict[int, list] = {layer: [] for layer in b_layers}
+    owner: list[int] = []
+    for t, text in enumerate(texts):
+        ea, eb = encode(a_lm, text, add_bos), encode(b_lm, text, add_bos)
+        sa, sb = layer_states(a_lm, ea.ids, a_layers), layer_states(b_lm, eb.ids, b_layers)
+        if pairing == "mean_pooled":
+            keep_a = [i for i, e in enumerate(ea.ends) if e > 0]
+            keep_b = [j for j, e in enumerate(eb.ends) if e > 0]
+            if not keep_a or not keep_b:
+                continue
+            for layer in a_layers:
+                a_out[layer].append(sa[layer][keep_a].mean(0, keepdim=True))
+            for layer in b_layers:
+                b_out[layer].append(sb[layer][keep_b].mean(0, keepdim=True))
+            owner.append(t)
+        else:
+            pa, pb = pair_positions(ea, eb)
+            for layer in a_layers:
+                a_out[layer].append(sa[layer][pa])
+            for layer in b_layers:
+                b_out[layer].append(sb[layer][pb])
+            owner += [t] * len(pa)
+        if bar is not None:
+            bar.update(1)
+    return ({k: torch.cat(v) for k, v in a_out.items()}, {k: torch.cat(v) for k, v in b_out.items()}, owner)
