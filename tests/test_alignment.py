@@ -236,3 +236,17 @@ def test_the_adapter_spec_trains_evaluates_every_epoch_and_lowers_the_validation
         assert min(series[1:]) < series[0]  # training lowers the held-out loss
         assert f"adapter0.{direction}.best_val_loss" in metrics
     assert run["state"]["trained"]["adapter0.smollm2_135m_instruct_to_gemma3_270m"]["status"] == "trained"
+
+
+def test_calibration_pairs_are_capped_per_text_by_a_seeded_choice(tiny_llama):
+    from harness.kinds.alignment.states import paired_states
+
+    other = load_model("gemma3_270m", "tiny", cache_dir=REPO, device=CPU)
+    texts = ["the cat sat on the mat and then it slept", "a report about people today"]
+    full = paired_states(tiny_llama, other, texts, [1], [1], "span_end", True)
+    capped = paired_states(tiny_llama, other, texts, [1], [1], "span_end", True, per_text=5, seed=3)
+    again = paired_states(tiny_llama, other, texts, [1], [1], "span_end", True, per_text=5, seed=3)
+    assert len(full[2]) > 10 and capped[2] == [0] * 5 + [1] * 5
+    assert torch.equal(capped[0][1], again[0][1])
+    # every kept pair is one of the full set's pairs
+    assert all(any(torch.equal(row, f) for f in full[0][1]) for row in capped[0][1])

@@ -51,6 +51,8 @@ class Calibration(StrictModel):
     pairing: Literal["mean_pooled", "span_end"] = "span_end"
     heldout_fraction: float = Field(0.2, gt=0, lt=1, description="Texts held out: the alignment metrics are "
                                                                  "measured on them, never fitted on")
+    pairs_per_text: int | None = Field(None, ge=1, le=100_000, description="Keep at most this many token pairs per "
+                                                                          "text (a seeded choice); none keeps all")
     rank_deficient: Literal["refuse", "allow"] = Field(
         "refuse", description="When fewer fitting pairs than the wider width: refuse, or fit a rank-deficient map")
 

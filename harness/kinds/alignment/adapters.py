@@ -125,7 +125,7 @@ def infonce(adapted_pooled: torch.Tensor, target_pooled: torch.Tensor, temperatu
 def batch_loss(adapters: dict[int, StateAdapter], pairs: list[tuple[int, int]], weights: list[float], items: list[Item],
                tgt, config: Adapter) -> tuple[torch.Tensor, dict]:
     """Weighted sum over layers of mean LM loss + weight x InfoNCE; also the parts, for the log."""
-    total, lm_parts, nce_parts = 0.0, [], []
+    total, lm_parts, nce_parts, nce_raw = 0.0, [], [], []
     for (ls, lt), weight in zip(pairs, weights):
         adapter = adapters[ls]
         adapted = [adapter(item.source_states[ls]) for item in items]
@@ -136,9 +136,11 @@ def batch_loss(adapters: dict[int, StateAdapter], pairs: list[tuple[int, int]], 
                           config.infonce.temperature)
             loss = loss + config.infonce.weight * nce
             nce_parts.append(float(nce.detach()) - math.log(len(items)))
+            nce_raw.append(float(nce.detach()))
         total = total + weight * loss
         lm_parts.append(float(lm.detach()))
     return total, {"lm_loss": float(sum(w * v for w, v in zip(weights, lm_parts))),
+                   "infonce": float(sum(nce_raw) / len(nce_raw)) if nce_raw else None,
                    "infonce_minus_chance": float(sum(nce_parts) / len(nce_parts)) if nce_parts else None}
 
 

@@ -151,11 +151,11 @@ def _epochs(spec: AlignmentSpec, curves: list[dict], analysis: Analysis) -> Tabl
                    Column("val LM loss", ".3f"), Column("InfoNCE - ln B", ".3f"), Column("CKA", ".3f"),
                    Column("cosine", ".3f"), Column("rel. MSE", ".3f"), Column("log ppl ratio", ".2f"),
                    Column("early stop", align="l")])
-    epochs = [c for c in curves if c.get("event") == "epoch"]
+    epochs = [_typed(c) for c in curves if c.get("event") == "epoch"]
     for c in epochs:
         table.add(f"{c['adapter']} ({c['type']})", c["direction"], c["layer_fraction"], c["epoch"], c["train_loss"],
-                  c["val_loss"], c["val_lm_loss"], c["infonce_minus_chance"], c["cka"], c["cosine"], c["relative_mse"],
-                  c["log_ppl_ratio"], "fired" if c["stopped"] else "")
+                  c["val_loss"], c["val_lm_loss"], c.get("infonce_minus_chance"), c["cka"], c["cosine"],
+                  c["relative_mse"], c.get("log_ppl_ratio"), "fired" if c["stopped"] else "")
     groups = defaultdict(list)
     for c in epochs:
         groups[(c["adapter"], c["direction"])].append(c)
@@ -170,4 +170,43 @@ def _epochs(spec: AlignmentSpec, curves: list[dict], analysis: Analysis) -> Tabl
         last = [c for c in rows if c["epoch"] == max(r["epoch"] for r in rows)]
         analysis.set(f"{key}.final_cka", float(np.mean([c["cka"] for c in last])))
         analysis.set(f"{key}.final_cosine", float(np.mean([c["cosine"] for c in last])))
+        analysis.facts[f"{key}.type"] = best["type"]
+        per_epoch = {c["epoch"]: c for c in rows}  # a multi-layer adapter has one row per layer and epoch
+        analysis.set(f"{key}.seconds_per_epoch", float(np.mean([c["seconds"] for c in per_epoch.values()])))
+        analysis.set(f"{key}.batches_per_second", sum(c["batches"] for c in per_epoch.values())
+                     / max(1e-9, sum(c["seconds"] for c in per_epoch.values())))
+        for c in rows:
+            if c["epoch"] == 1:
+                analysis.set(f"{key}.epoch1.{depth_key(c['layer_fraction'])}.cka", c["cka"])
+        for c in rows:
+            if c["epoch"] == best["epoch"]:  # per layer, at the epoch with the lowest validation loss
+                for metric in ("cka", "cosine", "relative_mse", "log_ppl_ratio"):
+                    analysis.set(f"{key}.{depth_key(c['layer_fraction'])}.{metric}", c.get(metric))
+    _reported_batches(spec, curves, analysis)
     return table
+
+
+def _typed(row: dict) -> dict:
+    """A curves row as written by the run, whether it comes from memory or back from curves.csv (where numbers
+    are floats and empty cells are dropped)."""
+    out = dict(row)
+    for key in ("epoch", "batch", "steps", "batches", "source_layer", "target_layer", "trainable_parameters"):
+        if key in out:
+            out[key] = int(out[key])
+    out["stopped"] = bool(out.get("stopped"))
+    return out
+
+
+def _reported_batches(spec: AlignmentSpec, curves: list[dict], analysis: Analysis) -> None:
+    """Training-log values at the batches the report logged, for the metrics the spec's `expected` names
+    (`adapter<i>.<direction>.epoch<e>.batch<b>.<loss|lm_loss|infonce>`)."""
+    import re
+
+    batches = {(c["adapter"], c["direction"], c["epoch"], c["batch"]): c
+               for c in map(_typed, curves) if c.get("event") == "batch"}
+    for exp in spec.expected:
+        found = re.fullmatch(r"(adapter\d+)\.(\w+?)\.epoch(\d+)\.batch(\d+)\.(loss|lm_loss|infonce)", exp.metric)
+        if found:
+            row = batches.get((found[1], found[2], int(found[3]), int(found[4])))
+            if row is not None:
+                analysis.set(exp.metric, row.get(found[5]))

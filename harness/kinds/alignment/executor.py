@@ -80,7 +80,8 @@ def run(spec: AlignmentSpec, ctx: RunContext) -> RunOutput:
     b_layers = sorted({resolve_layer(f, b.anatomy.n_layers) for f in fractions})
     bar = ctx.progress(total=len(texts), desc="calibration states", unit="text")
     with ctx.phase("calibration_states"):
-        xa, xb, owner = paired_states(a, b, texts, a_layers, b_layers, spec.calibration.pairing, spec.add_bos, bar)
+        xa, xb, owner = paired_states(a, b, texts, a_layers, b_layers, spec.calibration.pairing, spec.add_bos, bar,
+                                      spec.calibration.pairs_per_text, spec.seed)
     bar.close()
     is_held = torch.tensor([t in heldout for t in owner])
     states = {a_name: xa, b_name: xb}

@@ -3,6 +3,7 @@ pairs of states of two models read off the same texts."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import torch
@@ -54,7 +55,7 @@ def pair_positions(a: Encoded, b: Encoded) -> tuple[list[int], list[int]]:
 
 
 def paired_states(a_lm, b_lm, texts: list[str], a_layers: list[int], b_layers: list[int], pairing: str,
-                  add_bos: bool, bar=None) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], list[int]]:
+                  add_bos: bool, bar=None, per_text: int | None = None, seed: int = 0) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], list[int]]:
     """States of both models on the same texts, paired by `pairing`; also the text index of every pair."""
     a_out: dict[int, list] = {layer: [] for layer in a_layers}
     b_out: dict[int, list] = {layer: [] for layer in b_layers}
@@ -74,6 +75,9 @@ def paired_states(a_lm, b_lm, texts: list[str], a_layers: list[int], b_layers: l
             owner.append(t)
         else:
             pa, pb = pair_positions(ea, eb)
+            if per_text is not None and len(pa) > per_text:
+                keep = sorted(random.Random(f"{seed}:{t}").sample(range(len(pa)), per_text))
+                pa, pb = [pa[k] for k in keep], [pb[k] for k in keep]
             for layer in a_layers:
                 a_out[layer].append(sa[layer][pa])
             for layer in b_layers:

@@ -4,6 +4,7 @@ prompts' injected generations) and early stopping, as the report asked for."""
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -63,6 +64,7 @@ def train(name: str, config: Adapter, src, tgt, fit_states: dict, held_states: d
     bar = ctx.progress(total=config.epochs * per_epoch, desc=f"{name} {direction}", unit="batch")
     for epoch in range(1, config.epochs + 1):
         train_losses = []
+        started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         for k, batch in enumerate(A.batches(train_items, config.batch_size, f"{spec.seed}:{epoch}"), 1):
             loss, parts = A.batch_loss(adapters, pairs, weights, batch, tgt, config)
@@ -70,17 +72,20 @@ def train(name: str, config: Adapter, src, tgt, fit_states: dict, held_states: d
                 raise FloatingPointError(f"{name} {direction}: the adapter loss became {float(loss)} in epoch {epoch}")
             (loss / config.grad_accumulation).backward()
             train_losses.append(float(loss.detach()))
+            row = {"event": "batch", "adapter": name, "direction": direction, "epoch": epoch, "batch": k,
+                   "loss": train_losses[-1], **parts}
             if k % config.grad_accumulation == 0 or k == per_epoch:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                rows.append({"event": "step", "adapter": name, "direction": direction, "epoch": epoch, "step": step,
-                             "loss": train_losses[-1], **parts})
                 if config.cka_every and step % config.cka_every == 0:
                     for ls, lt in pairs:
                         with torch.no_grad():
-                            rows[-1][f"cka.{ls}"] = M.linear_cka(adapters[ls](xh[ls]), yh[lt])
+                            row[f"cka.layer{ls}"] = M.linear_cka(adapters[ls](xh[ls]), yh[lt])
+            row["steps"] = step
+            rows.append(row)
             bar.update(1)
+        seconds = time.perf_counter() - started
         val_loss, val_lm, val_nce = _validation(adapters, pairs, weights, val_items, tgt, config)
         stop = bool(stopper and stopper(val_loss))
         for (ls, lt), fraction in zip(pairs, config.layers):
@@ -90,10 +95,11 @@ def train(name: str, config: Adapter, src, tgt, fit_states: dict, held_states: d
                                         spec.max_new_tokens)
             rows.append({"event": "epoch", "adapter": name, "type": config.type, "direction": direction,
                          "layer_fraction": fraction, "source_layer": ls, "target_layer": lt, "epoch": epoch,
-                         "steps": step, "train_loss": float(np.mean(train_losses)), "val_loss": val_loss,
+                         "steps": step, "batches": len(train_losses), "seconds": round(seconds, 3),
+                         "train_loss": float(np.mean(train_losses)), "val_loss": val_loss,
                          "val_lm_loss": val_lm, "infonce_minus_chance": val_nce, "cka": metrics["cka_after"],
                          "cosine": metrics["cosine"], "relative_mse": metrics["relative_mse"],
-                         "log_ppl_ratio": ratio, "first_output": texts[0] if texts else "", "stopped": stop,
+                         "log_ppl_ratio": ratio, "first_output": texts[0] if texts else "", "stopped": int(stop),
                          "trainable_parameters": sum(a.trainable() for a in adapters.values())})
         bar.set_postfix_str(f"val {val_loss:.3f}")
         if stop:
