@@ -250,3 +250,29 @@ def test_calibration_pairs_are_capped_per_text_by_a_seeded_choice(tiny_llama):
     assert torch.equal(capped[0][1], again[0][1])
     # every kept pair is one of the full set's pairs
     assert all(any(torch.equal(row, f) for f in full[0][1]) for row in capped[0][1])
+
+
+def test_no_map_between_different_widths_needs_a_declared_unaligned_map(write_spec):
+    text = SPEC.read_text().replace("unaligned_map: pad_truncate\n", "")
+    path = write_spec(text, "alignment_procrustes_local.yaml")
+    with pytest.raises(SpecError, match=r"unaligned_map: the widths differ \(smollm2_135m_instruct 576, gemma3_270m 640\)"):
+        load_spec(path, "local")
+    spec = load_spec(path, "local", ["maps=[procrustes]"])  # no 'none' rows: nothing to declare
+    with pytest.raises(SpecError, match="unaligned_map"):
+        fit_map(spec, "none", torch.zeros(4, 3), torch.zeros(4, 5), "w")
+
+
+def test_nan_in_a_layer_of_the_source_is_named_with_model_and_layer(tiny_llama):
+    from harness.models import NonFiniteActivationError
+
+    layer = tiny_llama.anatomy.layers[1]
+
+    def poison(module, args, output):
+        return (output[0] * float("nan"), *output[1:]) if isinstance(output, tuple) else output * float("nan")
+
+    handle = layer.register_forward_hook(poison)
+    try:
+        with pytest.raises(NonFiniteActivationError, match=r"smollm2_135m_instruct: .*NaN.*the output of layer 1"):
+            layer_states(tiny_llama, encode(tiny_llama, "Hello", add_bos=True).ids, [2])
+    finally:
+        handle.remove()

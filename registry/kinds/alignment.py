@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from registry.catalog import model_entry
 from registry.common import DatasetName, DType, ModelName, SpecBase, StrictModel
 
 REPORT_PROMPTS = ["The capital of France is", "To solve this problem, we need to", "The future of artificial intelligence",
@@ -137,9 +138,9 @@ class AlignmentSpec(SpecBase):
     layers: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], min_length=1, max_length=256,
                                 description="Depth fractions to inject at")
     maps: list[Literal["none", "procrustes"]] = Field(default_factory=lambda: ["none", "procrustes"], min_length=1)
-    unaligned_map: Literal["pad_truncate", "random_semi_orthogonal"] = Field(
-        "pad_truncate", description="What 'no map' means when the widths differ: copy the shared leading "
-                                    "dimensions (zero-pad or truncate the rest), or a seeded random semi-orthogonal map")
+    unaligned_map: Literal["pad_truncate", "random_semi_orthogonal"] | None = Field(
+        None, description="What 'no map' means when the widths differ: copy the shared leading dimensions (zero-pad "
+                          "or truncate the rest), or a seeded random semi-orthogonal map; required then")
     calibration: Calibration = Field(default_factory=Calibration)
     adapters: list[Adapter] = Field(default_factory=list, max_length=16)
     quality: Quality = Field(default_factory=Quality)
@@ -152,6 +153,23 @@ class AlignmentSpec(SpecBase):
         if any(not 0 <= f <= 1 for f in value) or len(set(value)) != len(value):
             raise ValueError("layers are depth fractions in [0, 1], without repeats")
         return value
+
+    @model_validator(mode="after")
+    def _unaligned_map_declared(self, info: ValidationInfo):
+        """`maps: [none]` between models of different widths needs `unaligned_map` (known once the profile is)."""
+        profile = (info.context or {}).get("profile")
+        if profile is None or "none" not in self.maps or self.unaligned_map is not None:
+            return self
+        widths = {}
+        for name in (self.source_model, self.target_model):
+            source = model_entry(name).sources.get(profile)
+            if source is None:
+                return self
+            widths[name] = source.dims()[1]
+        if len(set(widths.values())) > 1:
+            raise ValueError(f"unaligned_map: the widths differ ({', '.join(f'{k} {v}' for k, v in widths.items())}), "
+                             "so 'none' needs a declared map: pad_truncate or random_semi_orthogonal")
+        return self
 
     @model_validator(mode="after")
     def _distinct_models(self):

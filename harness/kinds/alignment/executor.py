@@ -29,7 +29,10 @@ def calibration_texts(spec: AlignmentSpec, ctx: RunContext) -> tuple[list[str], 
 
 
 def unaligned(spec: AlignmentSpec, d_in: int, d_out: int) -> M.StateMap:
-    if spec.unaligned_map == "pad_truncate":
+    if d_in != d_out and spec.unaligned_map is None:
+        raise SpecError(f"the widths differ ({d_in} -> {d_out}), so 'none' needs a declared map: pad_truncate or "
+                        "random_semi_orthogonal", field="unaligned_map")
+    if spec.unaligned_map in ("pad_truncate", None):  # equal widths: the identity
         return M.pad_truncate(d_in, d_out)
     return M.random_semi_orthogonal(d_in, d_out, spec.seed)
 

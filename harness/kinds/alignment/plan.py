@@ -14,7 +14,8 @@ def workload(spec: AlignmentSpec, profile: str) -> Workload:
     forwards = [Forward("calibration", m, 1, text) for m in models] + [Forward("generation", m, 1, prompt) for m in models]
     generations = len(spec.directions()) * len(spec.layers) * len(spec.maps) * len(spec.prompts) + 2 * len(spec.prompts)
     tokens = 2 * spec.calibration.texts * text + generations * prompt
+    for batch in sorted({adapter.batch_size for adapter in spec.adapters}):  # either model is the target in turn
+        forwards += [Forward("adapter training", m, batch, text, trains=True) for m in models]
     for adapter in spec.adapters:
-        forwards += [Forward("adapter training", m, adapter.batch_size, text, trains=True) for m in models]
-        tokens += adapter.epochs * spec.calibration.texts * text * 2 * len(adapter.layers)
+        tokens += adapter.epochs * spec.calibration.texts * text * len(spec.directions()) * len(adapter.layers)
     return Workload(models=models, forwards=forwards, tokens=tokens)

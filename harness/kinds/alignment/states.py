@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.models import ActivationCapture, check_finite
-from harness.models.lm import uses_bos
+from harness.models.lm import backbone, uses_bos
 
 
 @dataclass
@@ -30,7 +30,7 @@ def encode(lm, text: str, add_bos: bool) -> Encoded:
 def layer_states(lm, ids: list[int], layers: list[int]) -> dict[int, torch.Tensor]:
     """{layer: (positions, width)} float32 states of one sequence; NaN/Inf is named with its layer."""
     with ActivationCapture(lm.name, lm.anatomy, residual=True) as cap:
-        lm.model(input_ids=torch.tensor([ids], device=lm.device))
+        backbone(lm)(input_ids=torch.tensor([ids], device=lm.device))  # no LM head: only the stream is needed
     stream = cap.residual_stream()
     out = {}
     for layer in layers:
