@@ -108,7 +108,7 @@ def analyze(spec: AlignmentSpec, records: list[dict], curves: list[dict] | None 
         first = next((r for r in rows if r["prompt_index"] == 0), None)
         if first is not None:
             examples.add(f"{src} -> {tgt}", fraction, map_name, level(spec, first, ref), _quote(first["text"]))
-    analysis.tables += [baseline, grid, examples]
+    analysis.tables += [baseline, grid, examples, _findings(spec, groups, reference, fits)]
     if curves:
         analysis.tables.append(_epochs(spec, curves, analysis))
     held = next(iter(fits.values()), {})
@@ -136,6 +136,77 @@ def analyze(spec: AlignmentSpec, records: list[dict], curves: list[dict] | None 
         "judged by eye.",
     ]
     return analysis
+
+
+FAILED = {"garbage", "fragments", "token loop", "empty"}
+
+
+def _log_ratios(rows: list[dict], ref: float) -> dict[int, float]:
+    return {r["prompt_index"]: r["nll"] - ref for r in rows if r["nll"] is not None}
+
+
+def _findings(spec: AlignmentSpec, groups: dict, reference: dict, fits: dict) -> Table:
+    """The report's section-1 findings, each with this run's statistic and a verdict by a stated rule."""
+    table = Table("findings", "The report's findings (section 1) against this run, per direction. Rules: 'fails' is "
+                  "reproduced when at least 80% of the no-map generations are garbage, fragments, loops or empty; "
+                  "'middle layers do best' when the lowest mean log ppl ratio is at a depth strictly between 0.25 "
+                  "and 1 and its 95% bootstrap interval lies below those of the shallowest and deepest layers (not "
+                  "reproduced when an end layer's interval lies below every middle one's); 'token loop' when most "
+                  "last-layer generations loop; 'Procrustes fails' is not reproduced when Procrustes lowers the log "
+                  "ratio at some depth (paired over prompts, the 95% bootstrap interval of the difference below 0)",
+                  [Column("finding", align="l"), Column("direction", align="l"), Column("this run", align="l"),
+                   Column("verdict", align="l")])
+    for src, tgt in spec.directions():
+        ref = reference[tgt]
+        rows = {(m, f): groups.get((src, tgt, m, f), []) for m in spec.maps for f in spec.layers}
+        direction = f"{src} -> {tgt}"
+        if "none" in spec.maps:
+            none = [r for f in spec.layers for r in rows[("none", f)]]
+            failed = sum(level(spec, r, ref) in FAILED for r in none)
+            share = failed / len(none) if none else float("nan")
+            table.add("Without a map, injection fails at every layer (garbage, fragments or loops)", direction,
+                      f"{failed}/{len(none)} generations at garbage, fragments, token loop or empty",
+                      "reproduced in kind" if share >= 0.8 else "not reproduced")
+            means = {f: float(np.mean(list(_log_ratios(rows[("none", f)], ref).values()))) for f in spec.layers
+                     if _log_ratios(rows[("none", f)], ref)}
+            if len(means) >= 3:
+                best = min(means, key=means.get)
+                cis = {f: stats.bootstrap_mean_interval(list(_log_ratios(rows[("none", f)], ref).values()), seed=spec.seed)
+                       for f in means}
+                ends = [f for f in means if f in (min(means), max(means))]
+                middle = 0.25 < best < 1.0
+                separated = all(cis[best][1] < cis[e][0] for e in ends if e != best)
+                verdict = ("reproduced in kind" if middle and separated else
+                           "not reproduced" if not middle and all(cis[best][1] < cis[f][0] for f in means
+                                                                  if 0.25 < f < 1.0) else
+                           "not testable at this scale (intervals over the prompts overlap)")
+                table.add("Without a map, middle layers (16-24 of 32) do best", direction,
+                          f"lowest mean log ppl ratio at depth {best:g} ({means[best]:.2f}, CI "
+                          f"[{cis[best][0]:.2f}, {cis[best][1]:.2f}])", verdict)
+            last = rows[("none", max(spec.layers))]
+            if max(spec.layers) == 1.0 and last:
+                loops = sum(level(spec, r, ref) == "token loop" for r in last)
+                table.add("Injecting the last layer collapses into a token loop", direction,
+                          f"{loops}/{len(last)} token loops at depth 1", "reproduced in kind" if loops * 2 > len(last)
+                          else "not reproduced")
+        if {"none", "procrustes"} <= set(spec.maps):
+            better, worse = [], []
+            for f in spec.layers:
+                a, b = _log_ratios(rows[("none", f)], ref), _log_ratios(rows[("procrustes", f)], ref)
+                diffs = [b[i] - a[i] for i in a if i in b]
+                if len(diffs) >= 2:
+                    low, high = stats.bootstrap_mean_interval(diffs, seed=spec.seed)
+                    (better if high < 0 else worse if low > 0 else []).append(f)
+            table.add("Procrustes does not rescue injection ('Procrustes fails')", direction,
+                      f"Procrustes lowers the log ppl ratio at depths {better or 'none'} and raises it at "
+                      f"{worse or 'none'} (paired over prompts, 95% bootstrap)",
+                      "not reproduced" if better else "reproduced in kind" if not worse else "not reproduced")
+            shifts = [abs(r["cka_after"] - r["cka_before"]) for (s_, t_, m, _), r in fits.items()
+                      if (s_, t_, m) == (src, tgt, "procrustes")]
+            table.add("CKA would show Procrustes' effect (the report's plan)", direction,
+                      f"largest |CKA after - before| over the Procrustes rows: {max(shifts, default=float('nan')):.4f}",
+                      "design consequence (linear CKA is invariant to orthogonal maps)")
+    return table
 
 
 def _quote(text: str) -> str:
