@@ -62,6 +62,28 @@ def train(name: str, config: Adapter, src, tgt, fit_states: dict, held_states: d
     step = 0
     per_epoch = math.ceil(len(train_items) / config.batch_size)
     bar = ctx.progress(total=config.epochs * per_epoch, desc=f"{name} {direction}", unit="batch")
+
+    def evaluate(epoch: int, step: int, train_losses: list[float], seconds: float) -> bool:
+        """Validation loss, held-out alignment and the prompts' generations; True when early stopping fires."""
+        val_loss, val_lm, val_nce = _validation(adapters, pairs, weights, val_items, tgt, config)
+        stop = bool(stopper and stopper(val_loss))  # epoch 0 sets the starting best
+        for (ls, lt), fraction in zip(pairs, config.layers):
+            with torch.no_grad():
+                metrics = M.alignment_metrics(adapters[ls](xh[ls]), xh[ls], yh[lt])
+            ratio, texts = _generations(adapters[ls], ls, lt, prompt_states, tgt, tgt_prompts, reference_nll,
+                                        spec.max_new_tokens)
+            rows.append({"event": "epoch", "adapter": name, "type": config.type, "direction": direction,
+                         "layer_fraction": fraction, "source_layer": ls, "target_layer": lt, "epoch": epoch,
+                         "steps": step, "batches": len(train_losses), "seconds": round(seconds, 3),
+                         "train_loss": float(np.mean(train_losses)) if train_losses else None, "val_loss": val_loss,
+                         "val_lm_loss": val_lm, "infonce_minus_chance": val_nce, "cka": metrics["cka_after"],
+                         "cosine": metrics["cosine"], "relative_mse": metrics["relative_mse"],
+                         "log_ppl_ratio": ratio, "first_output": texts[0] if texts else "", "stopped": int(stop),
+                         "trainable_parameters": sum(a.trainable() for a in adapters.values())})
+        bar.set_postfix_str(f"val {val_loss:.3f}")
+        return stop
+
+    evaluate(0, 0, [], 0.0)  # the starting map (Procrustes or random), before any update
     for epoch in range(1, config.epochs + 1):
         train_losses = []
         started = time.perf_counter()
@@ -86,22 +108,7 @@ def train(name: str, config: Adapter, src, tgt, fit_states: dict, held_states: d
             rows.append(row)
             bar.update(1)
         seconds = time.perf_counter() - started
-        val_loss, val_lm, val_nce = _validation(adapters, pairs, weights, val_items, tgt, config)
-        stop = bool(stopper and stopper(val_loss))
-        for (ls, lt), fraction in zip(pairs, config.layers):
-            with torch.no_grad():
-                metrics = M.alignment_metrics(adapters[ls](xh[ls]), xh[ls], yh[lt])
-            ratio, texts = _generations(adapters[ls], ls, lt, prompt_states, tgt, tgt_prompts, reference_nll,
-                                        spec.max_new_tokens)
-            rows.append({"event": "epoch", "adapter": name, "type": config.type, "direction": direction,
-                         "layer_fraction": fraction, "source_layer": ls, "target_layer": lt, "epoch": epoch,
-                         "steps": step, "batches": len(train_losses), "seconds": round(seconds, 3),
-                         "train_loss": float(np.mean(train_losses)), "val_loss": val_loss,
-                         "val_lm_loss": val_lm, "infonce_minus_chance": val_nce, "cka": metrics["cka_after"],
-                         "cosine": metrics["cosine"], "relative_mse": metrics["relative_mse"],
-                         "log_ppl_ratio": ratio, "first_output": texts[0] if texts else "", "stopped": int(stop),
-                         "trainable_parameters": sum(a.trainable() for a in adapters.values())})
-        bar.set_postfix_str(f"val {val_loss:.3f}")
+        stop = evaluate(epoch, step, train_losses, seconds)
         if stop:
             break
     bar.close()
