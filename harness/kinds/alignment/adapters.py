@@ -106,7 +106,7 @@ def lm_loss(tgt, layer: int, adapted: torch.Tensor, continuation: list[int]) -> 
         handle = point.register_forward_pre_hook(_inject_hook(adapted), with_kwargs=True)
     try:
         logits = tgt.model(inputs_embeds=embeds[None], position_ids=torch.arange(embeds.shape[0], device=tgt.device)[None],
-                           use_cache=False).logits[0, n - 1:-1].float()
+                           use_cache=False, logits_to_keep=len(continuation) + 1).logits[0, :-1].float()
     finally:
         if handle is not None:
             handle.remove()
