@@ -160,6 +160,7 @@ def analyze(spec: HalfLifeSpec, records: list[dict], curves: list[dict] | None =
     analysis.tables += [pressure_table, entropy_table]
     if spec.perturbation.enabled:
         analysis.tables.append(_perturbation(spec, series, analysis))
+    analysis.tables.append(_findings(spec, per, analysis))
     analysis.tables.append(_per_trajectory(spec, per))
     analysis.facts["pressure"] = f"{spec.pressure.name}, layers {layers}, {spec.pressure.aggregate}"
     analysis.notes += [
@@ -229,4 +230,46 @@ def _per_trajectory(spec: HalfLifeSpec, per: dict) -> Table:
         table.add(prompt, seed, arm, r["p_first"], r["p_last"],
                   str(r["half_life"]) if r["half_life"] is not None else "not reached", r["slope"], r["h_first"],
                   r["h_last"])
+    return table
+
+
+def _findings(spec: HalfLifeSpec, per: dict, analysis: Analysis) -> Table:
+    """The report's toy findings and its three scenarios, each with this run's statistic and a verdict by a
+    stated rule (baseline arm)."""
+    m = analysis.metrics
+    rows = [v for (prompt, seed, arm), v in per.items() if arm == "baseline"]
+    n = len(rows)
+    reached = sum(r["half_life"] is not None for r in rows)
+    decays = sum(r["fit"] is not None for r in rows)
+    low, high = m.get("baseline.pressure.slope.ci_low"), m.get("baseline.pressure.slope.ci_high")
+    c_low, c_high = m.get("baseline.entropy.collapse.ci_low"), m.get("baseline.entropy.collapse.ci_high")
+    table = Table("findings", "The report's findings against this run (baseline arm). Rules: 'constant pressure' is "
+                  "reproduced when the 95% interval of the mean slope contains 0; 'half-life not reached' when fewer than "
+                  "half of the trajectories reach half their first pressure and fewer than half decay in the fit; "
+                  "'entropy collapses' when the 95% interval of the mean collapse lies above 0. The scenario is the one "
+                  "the run matches: A (decay) when most trajectories reach a half-life and decay, C (cliffs) when most "
+                  "reach it and the run has cliffs, else B (no decay)",
+                  [Column("finding", align="l"), Column("reported", align="l"), Column("this run", align="l"),
+                   Column("verdict", align="l")])
+    toy = spec.pretrain is None
+    slope_text = (f"slope {m.get('baseline.pressure.slope', float('nan')):+.2e} per chunk [{low:+.2e}, {high:+.2e}]"
+                  if low is not None and high is not None else "slope interval undefined")
+    flat = low is not None and high is not None and low <= 0 <= high
+    not_reached = reached * 2 < n and decays * 2 < n
+    collapse = c_low is not None and c_low > 0
+    verdict = (lambda ok: "reproduced in kind" if ok else "not reproduced") if toy else \
+        (lambda ok: "not testable at this scale (the report's toy is random-initialised; this model is trained)")
+    table.add("Toy: pressure constant", "0.6404 -> 0.6403, +0.000004 per chunk", slope_text, verdict(flat))
+    table.add("Toy: half-life not reached", "infinite", f"reached in {reached}/{n}, fit decays in {decays}/{n}",
+              verdict(not_reached))
+    collapse_mean = m.get("baseline.entropy.collapse")
+    table.add("Toy: routing entropy collapses", "0.95 -> 0.53 (44%)",
+              f"collapse {collapse_mean:.1%} [{c_low:.1%}, {c_high:.1%}]" if collapse_mean is not None and c_low is not None
+              else "collapse interval undefined", verdict(collapse))
+    cliffs = int(m.get("baseline.pressure.cliffs", 0))
+    scenario = ("C (sharp cliffs)" if reached * 2 >= n and cliffs else "A (natural decay)" if reached * 2 >= n and
+                decays * 2 >= n else "B (infinite half-life)")
+    table.add("Which scenario (A decay 15-25 chunks / B infinite / C cliffs)", "a prediction for Mixtral-8x7B",
+              f"{scenario}: half-life reached in {reached}/{n}, fit decays in {decays}/{n}, {cliffs} cliffs",
+              "hypothesis: the report's scenarios are about a trained Mixtral-8x7B; this run shows the one named")
     return table

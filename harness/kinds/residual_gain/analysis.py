@@ -71,8 +71,11 @@ def analyze(spec: ResidualGainSpec, records: list[dict], curves: list[dict] | No
                 "for the prompt with the largest value.")
     h18 = Table("h18", "H18: does the last-layer gain rise with next-token entropy?", [
         Column("Model", align="l"), Column("Prompts", "d"), Column("Pearson r", ".3f"), Column("p", ".3g"),
-        Column("Spearman ρ", ".3f"), Column("p ", ".3g"), Column("Mean entropy (nats)", ".2f")],
-        caption="Across prompts, correlation of the pre-norm last-layer gain with the entropy of the next-token distribution.")
+        Column("Spearman ρ", ".3f"), Column("p ", ".3g"), Column("Mean entropy (nats)", ".2f"),
+        Column("verdict", align="l")],
+        caption="Across prompts, correlation of the pre-norm last-layer gain with the entropy of the next-token distribution. "
+                "H18 (seed 001: 'energy ∝ uncertainty') is reproduced in kind when Pearson r > 0 with p < 0.05 over at "
+                "least ten prompts, not reproduced otherwise, not testable with fewer than ten prompts.")
     with_reported = any(".last_gain_pre_norm." in k or ".cumulative_energy." in k for k in expected)
     per_prompt = Table("per_prompt", "Per prompt", [
         Column("Model", align="l"), Column("Prompt", align="l"), Column("Tokens", "d"), Column("Entropy", ".2f"),
@@ -127,7 +130,10 @@ def analyze(spec: ResidualGainSpec, records: list[dict], curves: list[dict] | No
         corr = stats.correlation(gains, entropies)
         for key in ("pearson_r", "pearson_p", "spearman_rho", "spearman_p"):
             out.set(f"{model}.h18.{key}", getattr(corr, key))
-        h18.add(display, corr.n, corr.pearson_r, corr.pearson_p, corr.spearman_rho, corr.spearman_p, float(np.mean(entropies)))
+        verdict = ("not testable at this scale (fewer than ten prompts)" if corr.n < 10 or math.isnan(corr.pearson_r) else
+                   "reproduced in kind" if corr.pearson_r > 0 and corr.pearson_p < 0.05 else "not reproduced")
+        h18.add(display, corr.n, corr.pearson_r, corr.pearson_p, corr.spearman_rho, corr.spearman_p, float(np.mean(entropies)),
+                verdict)
 
     out.tables += [summary, arch, early, h18]
     out.notes.append(_readings_note(spec, out))

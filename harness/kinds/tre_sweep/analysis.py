@@ -86,6 +86,7 @@ def analyze(spec: TRESweepSpec, records: list[dict], curves: list[dict] | None =
         _power_table(out, expected, models, names),
         _calibration_table(out, spec, models, names, calibrations),
         _nonfinite_table(out, models, names, by, conditions),
+        _findings_table(out, models, names, conditions),
     ]
     tables = [t for t in tables if t is not None and t.rows]
     if any(t.key == "nonfinite" for t in tables):  # a run that met NaN/Inf leads with what went wrong
@@ -198,6 +199,41 @@ def _significance_table(out, expected, models, names, by, conditions) -> Table |
                   *([expected.get(f"{m}.welch.{key}.t"), expected.get(f"{m}.welch.{key}.p")] if rep else []),
                   f"{win.wins}/{win.n}" if win else None, win.rate if win else None,
                   *([expected.get(f"{m}.win.{key}.rate")] if rep else []), win.sign_test_pvalue if win else None)
+    return table
+
+
+def _findings_table(out, models, names, conditions) -> Table | None:
+    """The report's headline findings (seed 000, Results and Interpretation) with this run's statistic and a verdict."""
+    if not {"neural", "baseline"} <= set(conditions):
+        return None
+    table = Table("findings", "The report's findings against this run. Rules: a difference in vocab diversity is reproduced "
+                  "in kind when it has the report's sign and Welch's p < 0.05 here, not reproduced otherwise; 'not "
+                  "significant at p < 0.05' is reproduced when p >= 0.05 here; the win rate when it exceeds 50% with sign "
+                  "test p < 0.05",
+                  [Column("finding", align="l"), Column("reported", align="l"), Column("model", align="l"),
+                   Column("this run", align="l"), Column("verdict", align="l")])
+    m = out.metrics
+    for model in models:
+        for pair, reported in (("neural_vs_baseline", "d 0.093 / 0.197 / 0.087, p 0.39 / 0.066 / 0.42"),
+                               ("neural_vs_random", "d 0.083 / 0.089 / 0.065")):
+            a, b = pair.split("_vs_")
+            if b not in conditions:
+                continue
+            d, p = m.get(f"{model}.d.{pair}.vocab_diversity"), m.get(f"{model}.welch.{pair}.vocab_diversity.p")
+            if d is None or p is None:
+                continue
+            table.add(f"{a} raises vocab diversity over {b}", reported, names[model], f"d {d:+.3f}, Welch p {p:.3f}",
+                      "reproduced in kind" if d > 0 and p < 0.05 else "not reproduced")
+        p = m.get(f"{model}.welch.neural_vs_baseline.vocab_diversity.p")
+        if p is not None:
+            table.add("the neural vs baseline difference is not significant at p < 0.05", "true for all three models",
+                      names[model], f"Welch p {p:.3f}", "reproduced in kind" if p >= 0.05 else "not reproduced")
+        rate, sign_p = m.get(f"{model}.win.neural_vs_baseline.vocab_diversity.rate"), \
+            m.get(f"{model}.win.neural_vs_baseline.vocab_diversity.sign_test_p")
+        if rate is not None and sign_p is not None:
+            table.add("neural wins on most prompts", "57% / 71% / 57% of 35", names[model],
+                      f"{rate:.0%}, sign test p {sign_p:.3f}",
+                      "reproduced in kind" if rate > 0.5 and sign_p < 0.05 else "not reproduced")
     return table
 
 
