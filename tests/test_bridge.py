@@ -276,3 +276,18 @@ def test_training_seeds_are_an_axis_and_the_first_seed_is_the_one_seed_run(tmp_p
     assert metrics["bridge.scored.accuracy.seed_ci_high"] == pytest.approx(min(high, 1.0) if accs[0] != accs[1] else accs[0])
     curves_seeds = {r["seed"] for r in read_csv_rows(run_dir / "curves.csv") if r["run"] == "bridge"}
     assert curves_seeds == {0, 5}
+
+
+def test_the_reports_claims_get_verdicts_by_their_stated_rule():
+    from harness.kinds.bridge.analysis import _findings_table
+    from harness.report.tables import Analysis
+
+    out = Analysis()
+    for method, acc, p in (("bridge", 0.9, None), ("text_relay", 0.5, 0.001), ("sender_text", 0.6, 0.01),
+                           ("receiver_text", 0.85, 0.2)):
+        out.set(f"{method}.generation.accuracy", acc)
+        if p is not None:
+            out.set(f"mcnemar.{method}.generation.pvalue_holm", p)
+    table = _findings_table(["bridge", "text_relay", "sender_text", "receiver_text"], out)
+    verdicts = {row[0][:20]: row[2] for row in table.rows}
+    assert verdicts == {"The bridge beats the": "reproduced in kind", "Super-additive: the ": "not reproduced"}

@@ -419,3 +419,18 @@ def test_the_reported_neural_means_are_not_jointly_attainable_by_one_signal():
     produced = {"temperature": r.temperature.lo + u * (r.temperature.hi - r.temperature.lo),
                 "top_p": r.top_p.lo + u * (r.top_p.hi - r.top_p.lo), "top_k": r.top_k.hi - u * (r.top_k.hi - r.top_k.lo)}
     assert jointly_attainable(implied_signal_levels(spec, produced))
+
+
+def test_the_reports_findings_get_verdicts_by_their_stated_rule():
+    from harness.kinds.tre_sweep.analysis import _findings_table
+    from harness.report.tables import Analysis
+
+    out = Analysis()
+    out.set("m.d.neural_vs_baseline.vocab_diversity", 0.3)
+    out.set("m.welch.neural_vs_baseline.vocab_diversity.p", 0.01)
+    out.set("m.win.neural_vs_baseline.vocab_diversity.rate", 0.7)
+    out.set("m.win.neural_vs_baseline.vocab_diversity.sign_test_p", 0.2)
+    table = _findings_table(out, ["m"], {"m": "M"}, ["neural", "baseline"])
+    verdicts = [row[4] for row in table.rows]
+    # significant positive d: the direction reproduces, 'not significant' does not; 70% wins but sign p 0.2: not
+    assert verdicts == ["reproduced in kind", "not reproduced", "not reproduced"]

@@ -177,6 +177,9 @@ def _analyze_view(spec: BridgeSpec, records: list[dict], curves: list[dict] | No
         out.set("chance.accuracy", 1 / len(spec.task.label_names()))
     out.tables.append(accuracy)
     out.tables.append(_mcnemar_table(correct, methods, out))
+    findings = _findings_table(methods, out)
+    if findings.rows:
+        out.tables.append(findings)
     if spec.task.task_type in ("classification", "multiple_choice"):
         per_class = _per_class(spec, records, methods, out)
         if per_class is not None:
@@ -185,6 +188,34 @@ def _analyze_view(spec: BridgeSpec, records: list[dict], curves: list[dict] | No
     if curves:
         out.tables.append(_training_table(curves, out))
     return out
+
+
+FINDINGS = [  # seed 002 sections 69, 86 and 94, each against the methods it names
+    ("The bridge beats the text relay (§69, §94)", ["text_relay"]),
+    ("Super-additive: the bridge beats both models' own zero-shot text (§86)", ["sender_text", "receiver_text"]),
+    ("The bridge beats 5-shot prompting of either model (§94)", ["sender_few_shot", "receiver_few_shot"]),
+    ("The bridge beats prompt tuning on the receiver (§94)", ["prompt_tuning"]),
+]
+
+
+def _findings_table(methods: list[str], out: Analysis) -> Table:
+    """The report's comparative claims, each with this run's accuracies and McNemar tests (generation scoring)."""
+    table = Table("findings", "The report's claims against this run (generation accuracy). Rule: reproduced in kind when "
+                  "the bridge is more accurate than every method the claim names with McNemar's Holm-adjusted p < 0.05; "
+                  "not reproduced otherwise", [Column("claim", align="l"), Column("this run", align="l"),
+                                               Column("verdict", align="l")])
+    m = out.metrics
+    bridge = m.get("bridge.generation.accuracy")
+    for claim, others in FINDINGS:
+        present = [o for o in others if o in methods and f"mcnemar.{o}.generation.pvalue_holm" in m]
+        if bridge is None or len(present) != len(others):
+            continue
+        parts = [f"{METHOD_NAMES[o]} {_pct(m[f'{o}.generation.accuracy'])} (p {m[f'mcnemar.{o}.generation.pvalue_holm']:.2g})"
+                 for o in present]
+        won = all(bridge > m[f"{o}.generation.accuracy"] and m[f"mcnemar.{o}.generation.pvalue_holm"] < 0.05
+                  for o in present)
+        table.add(claim, f"bridge {_pct(bridge)} vs " + ", ".join(parts), "reproduced in kind" if won else "not reproduced")
+    return table
 
 
 def _digit_accuracy_by_position(records: list[dict], method: str) -> list[float]:
