@@ -16,7 +16,7 @@ says it).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -133,7 +133,8 @@ class AlignmentSpec(SpecBase):
     source_model: ModelName
     target_model: ModelName
     both_directions: bool = Field(True, description="Also inject target -> source")
-    prompts: list[str] = Field(default_factory=lambda: list(REPORT_PROMPTS), min_length=1, max_length=1000)
+    prompts: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=lambda: list(REPORT_PROMPTS), min_length=1,
+                                                               max_length=1000)
     max_new_tokens: int = Field(20, ge=1, le=4096)
     layers: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], min_length=1, max_length=256,
                                 description="Depth fractions to inject at")
@@ -169,6 +170,25 @@ class AlignmentSpec(SpecBase):
         if len(set(widths.values())) > 1:
             raise ValueError(f"unaligned_map: the widths differ ({', '.join(f'{k} {v}' for k, v in widths.items())}), "
                              "so 'none' needs a declared map: pad_truncate or random_semi_orthogonal")
+        return self
+
+    @model_validator(mode="after")
+    def _layers_resolve_apart(self, info: ValidationInfo):
+        """Depth fractions that land on the same layer of either model would repeat a row or share an adapter."""
+        profile = (info.context or {}).get("profile")
+        if profile is None:
+            return self
+        for name in (self.source_model, self.target_model):
+            source = model_entry(name).sources.get(profile)
+            if source is None:
+                continue
+            n_layers = source.dims()[0]
+            for field, fractions in [("layers", self.layers)] + [(f"adapters.{i}.layers", a.layers)
+                                                                  for i, a in enumerate(self.adapters)]:
+                resolved = [resolve_layer(f, n_layers) for f in fractions]
+                if len(set(resolved)) != len(resolved):
+                    raise ValueError(f"{field}: {fractions} land on layers {resolved} of {name} ({n_layers} layers "
+                                     f"under the {profile} profile); use fractions that resolve to different layers")
         return self
 
     @model_validator(mode="after")

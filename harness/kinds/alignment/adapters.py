@@ -57,7 +57,8 @@ class StateAdapter(nn.Module):
 @dataclass
 class Item:
     source_states: dict[int, torch.Tensor]  # layer -> (context positions, source width)
-    target_pooled: dict[int, torch.Tensor]  # layer -> (target width,) mean of the target's own context states
+    source_content: list[int]  # positions of the source's context tokens, BOS excluded (pooled for InfoNCE)
+    target_pooled: dict[int, torch.Tensor]  # layer -> (target width,) mean of the target's own context tokens, no BOS
     continuation: list[int]  # target token ids of the rest of the text
 
 
@@ -76,16 +77,18 @@ def make_items(src, tgt, texts: list[str], src_layers: list[int], tgt_layers: li
         continuation = tgt.tokenizer(rest, add_special_tokens=False)["input_ids"]
         if not context.strip() or not continuation:
             continue
-        own = layer_states(tgt, encode(tgt, context, add_bos).ids, tgt_layers)
-        items.append(Item(layer_states(src, encode(src, context, add_bos).ids, src_layers),
-                          {layer: s.mean(0) for layer, s in own.items()}, continuation))
+        src_enc, tgt_enc = encode(src, context, add_bos), encode(tgt, context, add_bos)
+        own = layer_states(tgt, tgt_enc.ids, tgt_layers)
+        tgt_content = [i for i, end in enumerate(tgt_enc.ends) if end > 0]  # BOS states are outsized: not pooled
+        items.append(Item(layer_states(src, src_enc.ids, src_layers), [i for i, end in enumerate(src_enc.ends) if end > 0],
+                          {layer: s[tgt_content].mean(0) for layer, s in own.items()}, continuation))
     return items
 
 
 def _inject_hook(adapted: torch.Tensor):
     def hook(module, args, kwargs):
         value = args[0] if args else kwargs["hidden_states"]
-        new = torch.cat([adapted.to(value.dtype)[None], value[:, adapted.shape[0]:]], dim=1)
+        new = torch.cat([adapted.to(value.device, value.dtype)[None], value[:, adapted.shape[0]:]], dim=1)
         if args:
             return (new, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": new}
@@ -99,7 +102,7 @@ def lm_loss(tgt, layer: int, adapted: torch.Tensor, continuation: list[int]) -> 
     embeds = torch.cat([torch.zeros(n, tgt.model.config.hidden_size, device=tgt.device, dtype=tgt.dtype),
                         tgt.model.get_input_embeddings()(ids)], dim=0)
     if layer == 0:
-        embeds = torch.cat([adapted.to(tgt.dtype), embeds[n:]], dim=0)
+        embeds = torch.cat([adapted.to(tgt.device, tgt.dtype), embeds[n:]], dim=0)
         handle = None
     else:
         point = tgt.anatomy.layers[layer] if layer < tgt.anatomy.n_layers else tgt.anatomy.final_norm
@@ -119,7 +122,7 @@ def infonce(adapted_pooled: torch.Tensor, target_pooled: torch.Tensor, temperatu
     a = nn.functional.normalize(adapted_pooled, dim=-1)
     b = nn.functional.normalize(target_pooled, dim=-1)
     logits = a @ b.T / temperature
-    return nn.functional.cross_entropy(logits, torch.arange(len(a)))
+    return nn.functional.cross_entropy(logits, torch.arange(len(a), device=logits.device))
 
 
 def batch_loss(adapters: dict[int, StateAdapter], pairs: list[tuple[int, int]], weights: list[float], items: list[Item],
@@ -132,7 +135,8 @@ def batch_loss(adapters: dict[int, StateAdapter], pairs: list[tuple[int, int]], 
         lm = torch.stack([lm_loss(tgt, lt, a, item.continuation) for a, item in zip(adapted, items)]).mean()
         loss = lm
         if len(items) > 1 and config.infonce.weight > 0:
-            nce = infonce(torch.stack([a.mean(0) for a in adapted]), torch.stack([i.target_pooled[lt] for i in items]),
+            nce = infonce(torch.stack([a[i.source_content].mean(0) for a, i in zip(adapted, items)]),
+                          torch.stack([i.target_pooled[lt] for i in items]),
                           config.infonce.temperature)
             loss = loss + config.infonce.weight * nce
             nce_parts.append(float(nce.detach()) - math.log(len(items)))

@@ -139,9 +139,11 @@ def train_adapters(spec: AlignmentSpec, ctx: RunContext, lms: dict, states: dict
                 val_items = make_items(src, tgt, val_texts, ls, lt, config.context_fraction, spec.add_bos)
                 prompt_states = [layer_states(src, ids, ls) for ids in prompt_ids[src_name]]
             fit = ({l: states[src_name][l][~is_held] for l in ls}, {l: states[tgt_name][l][~is_held] for l in lt})
+            starts = {a: fit_map(spec, "procrustes", fit[0][a], fit[1][b], f"{name}: {src_name} layer {a} -> {tgt_name} "
+                                 f"layer {b}") for a, b in zip(ls, lt)}
             held = ({l: states[src_name][l][is_held] for l in ls}, {l: states[tgt_name][l][is_held] for l in lt})
             with ctx.phase(f"{name}.training"):
-                rows = train(name, config, src, tgt, fit, held, train_items, val_items, prompt_states,
+                rows = train(name, config, src, tgt, starts, held, train_items, val_items, prompt_states,
                              prompt_ids[tgt_name], reference[tgt_name], spec, ctx)
             curves += rows
             epochs = [r for r in rows if r["event"] == "epoch"]

@@ -72,5 +72,12 @@ def relative_mse(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def alignment_metrics(mapped: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> dict:
-    return {"cosine": cosine(mapped, y), "relative_mse": relative_mse(mapped, y), "cka_before": linear_cka(x, y),
+    """Cosine and relative MSE as they are, and centred on the targets' mean (R^2 = 1 - the MSE relative to
+    predicting that mean, and the cosine of the deviations), so a map that only adds the target's mean, which
+    raw cosine rewards, scores 0 on the centred ones."""
+    centre = y.double().mean(0)
+    deviation = y.double() - centre
+    r2 = 1 - float((mapped.double() - y.double()).pow(2).sum() / deviation.pow(2).sum())
+    return {"cosine": cosine(mapped, y), "relative_mse": relative_mse(mapped, y), "r2": r2,
+            "centred_cosine": cosine(mapped.double() - centre, deviation), "cka_before": linear_cka(x, y),
             "cka_after": linear_cka(mapped, y)}

@@ -41,17 +41,13 @@ def layer_states(lm, ids: list[int], layers: list[int]) -> dict[int, torch.Tenso
 
 
 def pair_positions(a: Encoded, b: Encoded) -> tuple[list[int], list[int]]:
-    """Positions of tokens of `a` and `b` that end at the same character offset (BOS is never paired)."""
-    where_b = {}
-    for j, end in enumerate(b.ends):
-        if end > 0:
-            where_b.setdefault(end, j)
-    pa, pb = [], []
-    for i, end in enumerate(a.ends):
-        if end > 0 and end in where_b and where_b[end] not in pb:
-            pa.append(i)
-            pb.append(where_b[end])
-    return pa, pb
+    """Positions of tokens of `a` and `b` that end at the same character offset; where several tokens of one
+    tokenizer end at the same offset (byte pieces of one character), the last, which has read the whole
+    character, is paired. BOS is never paired."""
+    last_a = {end: i for i, end in enumerate(a.ends) if end > 0}
+    last_b = {end: j for j, end in enumerate(b.ends) if end > 0}
+    shared = sorted(set(last_a) & set(last_b))
+    return [last_a[end] for end in shared], [last_b[end] for end in shared]
 
 
 def paired_states(a_lm, b_lm, texts: list[str], a_layers: list[int], b_layers: list[int], pairing: str,

@@ -44,16 +44,16 @@ def _generations(adapter, ls, lt, src_prompt_states, tgt, tgt_prompts, reference
     return (float(np.mean(ratios)) if ratios else None), texts
 
 
-def train(name: str, config: Adapter, src, tgt, fit_states: dict, held_states: dict, train_items, val_items,
+def train(name: str, config: Adapter, src, tgt, starts: dict, held_states: dict, train_items, val_items,
           prompt_states, tgt_prompts, reference_nll: float, spec, ctx) -> list[dict]:
-    """Train one adapter set (one adapter per layer of `config.layers`) from `src` to `tgt`; returns curve rows."""
+    """Train one adapter set (one adapter per layer of `config.layers`, each starting from the Procrustes fit
+    in `starts[source layer]`) from `src` to `tgt`; returns curve rows."""
     _freeze(src)
     _freeze(tgt)
     pairs = [(resolve_layer(f, src.anatomy.n_layers), resolve_layer(f, tgt.anatomy.n_layers)) for f in config.layers]
     weights = config.layer_weights or [1.0 / len(pairs)] * len(pairs)
-    (xs, ys) = fit_states
     (xh, yh) = held_states
-    adapters = {ls: A.StateAdapter(config, M.procrustes(xs[ls], ys[lt]), spec.seed + ls) for ls, lt in pairs}
+    adapters = {ls: A.StateAdapter(config, starts[ls], spec.seed + ls) for ls, lt in pairs}
     params = [p for a in adapters.values() for p in a.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     stopper = A.EarlyStop(config.early_stopping.patience, config.early_stopping.min_delta) if config.early_stopping else None
