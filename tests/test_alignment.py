@@ -306,3 +306,20 @@ def test_findings_verdicts_follow_their_stated_rules():
     assert verdicts["Injecting the last layer collapses into a token loop"] == "not reproduced"
     assert verdicts["Procrustes does not rescue injection ('Procrustes fails')"] == "reproduced in kind"
     assert verdicts["CKA would show Procrustes' effect (the report's plan)"].startswith("design consequence")
+
+
+def test_fractions_landing_on_the_same_layer_and_empty_prompts_are_refused():
+    with pytest.raises(SpecError, match=r"adapters.0.layers: \[0.5, 0.52\] land on layers \[9, 9\] of gemma3_270m"):
+        load_spec(REPO / "specs" / "alignment_adapters_local.yaml", "local", ["adapters.0.layers=[0.5, 0.52]"])
+    with pytest.raises(SpecError, match="prompts.0"):
+        load_spec(SPEC, "local", ["prompts=['']"])
+
+
+def test_centred_metrics_do_not_reward_predicting_the_mean():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(200, 8, generator=g) + 10  # far from the origin: raw cosine of the mean is high
+    mean_only = y.mean(0).expand_as(y)
+    metrics = M.alignment_metrics(mean_only, y, y)
+    assert metrics["cosine"] > 0.9 and abs(metrics["r2"]) < 1e-9
+    perfect = M.alignment_metrics(y, y, y)
+    assert perfect["r2"] == pytest.approx(1.0) and perfect["centred_cosine"] == pytest.approx(1.0)
