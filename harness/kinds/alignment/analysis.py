@@ -126,7 +126,8 @@ def analyze(spec: AlignmentSpec, records: list[dict], curves: list[dict] | None 
         "the final norm); depth fraction f is layer floor(f x n + 0.5) of each model.",
         "Injection: the target runs on as many positions as the source's prompt has, with zero input embeddings; its "
         "block L receives the mapped source states in place of its own stream on that pass, then it decodes greedily. "
-        "Below block L the prefix's cache comes from the zero inputs (the report does not say what its code did).",
+        "Below block L the prefix's cache comes from the zero inputs (the report does not say what its code did). "
+        "Where the source uses BOS, its BOS state is injected too, through a map fitted on pairs that never include BOS.",
         f"No map: {'the shared leading dimensions copied (zero-padded or truncated)' if spec.unaligned_map == 'pad_truncate' else 'a seeded random semi-orthogonal map'}"
         " on raw states. Procrustes: centred, scaled by the root mean squared norm, W = U V^T from the SVD of X^T Y, "
         "mapped into the target's centre and scale.",
