@@ -1,4 +1,5 @@
-"""Alignment, the figures: log perplexity ratio by depth per direction and map, and held-out cosine by depth."""
+"""Alignment, the figures: log perplexity ratio by depth per direction and map, and held-out centred cosine
+(raw cosine mostly measures the target's mean, which Procrustes adds) by depth."""
 
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ def figures(spec: AlignmentSpec, analysis: Analysis, records: list[dict], curves
             keys = [f"{direction_key(src, tgt)}.{map_name}.{depth_key(f)}" for f in spec.layers]
             label = f"{src} -> {tgt}, {map_name}"
             ax1.plot(spec.layers, [m.get(f"{k}.log_ppl_ratio", float("nan")) for k in keys], marker="o", label=label)
-            ax2.plot(spec.layers, [m.get(f"{k}.cosine", float("nan")) for k in keys], marker="o", label=label)
+            ax2.plot(spec.layers, [m.get(f"{k}.centred_cosine", float("nan")) for k in keys], marker="o", label=label)
     ax1.axhline(0, color="grey", lw=0.8)
     ax1.set(xlabel="depth fraction", ylabel="log perplexity ratio to own continuation", title="Injected generations")
-    ax2.set(xlabel="depth fraction", ylabel="held-out cosine (mapped vs target)", title="Alignment of states")
+    ax2.set(xlabel="depth fraction", ylabel="held-out centred cosine (mapped vs target)",
+            title="Alignment of states (deviations from the target mean)")
     ax1.legend(fontsize=7)
     path = out_dir / f"{spec.name}_injection.png"
     save_figure(fig, path)
