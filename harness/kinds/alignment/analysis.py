@@ -5,6 +5,7 @@ the adapters' per-epoch curves."""
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -111,12 +112,13 @@ def analyze(spec: AlignmentSpec, records: list[dict], curves: list[dict] | None 
             examples.add(f"{src} -> {tgt}", fraction, map_name, level(spec, first, ref), _quote(first["text"]))
     analysis.tables += [baseline, grid, examples, _findings(spec, groups, reference, fits)]
     if curves:
-        analysis.tables.append(_epochs(spec, curves, analysis))
-        groups_by_adapter = defaultdict(list)
-        for c in (_typed(c) for c in curves if c.get("event") == "epoch"):
-            groups_by_adapter[(c["adapter"], c["direction"])].append(c)
-        analysis.tables.append(_adapter_findings(groups_by_adapter, analysis))
-        for (name, direction), rows in groups_by_adapter.items():
+        epochs = [_typed(c) for c in curves if c.get("event") == "epoch"]
+        by_adapter = defaultdict(list)  # (adapter, direction) -> its epoch rows, in run order
+        for c in epochs:
+            by_adapter[(c["adapter"], c["direction"])].append(c)
+        analysis.tables.append(_epochs(spec, epochs, by_adapter, curves, analysis))
+        analysis.tables.append(_adapter_findings(by_adapter, analysis))
+        for (name, direction), rows in by_adapter.items():
             start = [c for c in rows if c["epoch"] == 0]
             if start:
                 analysis.set(f"{name}.{direction}.start_val_loss", start[0]["val_loss"])
@@ -231,7 +233,7 @@ def _quote(text: str) -> str:
     return repr(text.replace("|", "/"))[1:-1][:120]
 
 
-def _epochs(spec: AlignmentSpec, curves: list[dict], analysis: Analysis) -> Table:
+def _epochs(spec: AlignmentSpec, epochs: list[dict], groups: dict, curves: list[dict], analysis: Analysis) -> Table:
     table = Table("adapter_epochs", "Adapters: per-epoch evaluation on held-out texts (validation loss = weighted LM "
                   "loss + InfoNCE term; InfoNCE shown minus its chance level ln(batch)), held-out CKA, cosine and "
                   "relative MSE of adapted vs target states (raw, not centred), and the prompts' injected log perplexity "
@@ -243,14 +245,10 @@ def _epochs(spec: AlignmentSpec, curves: list[dict], analysis: Analysis) -> Tabl
                    Column("val LM loss", ".3f"), Column("InfoNCE - ln B", ".3f"), Column("CKA", ".3f"),
                    Column("cosine", ".3f"), Column("rel. MSE", ".3f"), Column("log ppl ratio", ".2f"),
                    Column("early stop", align="l")])
-    epochs = [_typed(c) for c in curves if c.get("event") == "epoch"]
     for c in epochs:
         table.add(f"{c['adapter']} ({c['type']})", c["direction"], c["layer_fraction"], c["epoch"], c.get("train_loss"),
                   c["val_loss"], c["val_lm_loss"], c.get("infonce_minus_chance"), c["cka"], c["cosine"],
                   c["relative_mse"], c.get("log_ppl_ratio"), "fired" if c["stopped"] else "")
-    groups = defaultdict(list)
-    for c in epochs:
-        groups[(c["adapter"], c["direction"])].append(c)
     for (name, direction), rows in groups.items():
         best = min(rows, key=lambda c: c["val_loss"])
         key = f"{name}.{direction}"
@@ -335,8 +333,6 @@ def _typed(row: dict) -> dict:
 def _reported_batches(spec: AlignmentSpec, curves: list[dict], analysis: Analysis) -> None:
     """Training-log values at the batches the report logged, for the metrics the spec's `expected` names
     (`adapter<i>.<direction>.epoch<e>.batch<b>.<loss|lm_loss|infonce>`)."""
-    import re
-
     batches = {(c["adapter"], c["direction"], c["epoch"], c["batch"]): c
                for c in map(_typed, curves) if c.get("event") == "batch"}
     for exp in spec.expected:
