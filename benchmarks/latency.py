@@ -29,7 +29,7 @@ from harness.kinds.bridge.modules import LatentBridge  # noqa: E402
 from harness.kinds.bridge.receiver import ReceiverPrompt, generate_texts  # noqa: E402
 from harness.kinds.bridge.sender_states import compute_sender_states, pad_states  # noqa: E402
 from harness.engine import spec_hash, state_dir_for  # noqa: E402
-from harness.models import lm as L  # noqa: E402
+from harness.models import decoding as D  # noqa: E402
 
 # seed 002, section 90 (NVIDIA H100, Llama-3.1-8B -> Mistral-7B, SST-2 bridge with 8 soft tokens, 50 trials)
 REPORTED_MS = {
@@ -72,7 +72,7 @@ def main() -> None:
     direct = ReceiverPrompt.build(receiver, task, task.instruction())
 
     def answer(rp: ReceiverPrompt, middle: torch.Tensor) -> None:
-        L.greedy_generate(rp.lm, L.encode(rp.lm, [middle], rp.prefix), t.max_new_tokens, rp.stops)
+        D.greedy_generate(rp.lm, D.encode(rp.lm, [middle], rp.prefix), t.max_new_tokens, rp.stops)
 
     samples: dict[tuple[str, str], list[float]] = {key: [] for key in REPORTED_MS}
     items = task.eval

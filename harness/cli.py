@@ -34,13 +34,14 @@ def user_errors(func):
         from harness.models import DeviceUnavailable, ModelFetchError, NonFiniteActivationError
         from harness.plan import PlanError
         from harness.analyze import SavedRunError
+        from harness.sharding import ShardingError
 
         try:
             return func(*args, **kwargs)
         except SpecError as exc:
             _fail(str(exc), 2)
         except (DataError, ModelFetchError, NonFiniteActivationError, IndexError, FloatingPointError, RunLocked,
-                DeviceUnavailable, SavedRunError, PlanError) as exc:
+                DeviceUnavailable, SavedRunError, PlanError, ShardingError) as exc:
             _fail(str(exc), 1)
         except MemoryError:
             _fail("out of memory (an allocation could not succeed); use a smaller batch_size or profile", 1)

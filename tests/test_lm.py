@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from harness.models import decoding as D
 from harness.models import lm as L
 from harness.models import load_model
 
@@ -35,24 +36,37 @@ LONG = "The long preamble that pushes the prompt past the sliding window of the 
 def test_left_padded_batch_matches_each_row_alone(models, name):
     m = models[name]
     rows = [L.tokenize(m, t, bos=True) for t in TEXTS]
-    enc = L.encode(m, [L.embed(m, torch.tensor(r)) for r in rows])
-    generated = L.greedy_generate(m, enc, 5, set())
+    enc = D.encode(m, [L.embed(m, torch.tensor(r)) for r in rows])
+    generated = D.greedy_generate(m, enc, 5, set())
     for i, ids in enumerate(rows):
         torch.testing.assert_close(enc.last_logits[i], _reference_last_logits(m, ids), atol=1e-4, rtol=1e-4)
-        alone = L.encode(m, [L.embed(m, torch.tensor(ids))])
-        assert L.greedy_generate(m, alone, 5, set())[0] == generated[i]
+        alone = D.encode(m, [L.embed(m, torch.tensor(ids))])
+        assert D.greedy_generate(m, alone, 5, set())[0] == generated[i]
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_prefix_cache_matches_the_concatenated_sequence(models, name):
     m = models[name]
     prefix_ids = L.tokenize(m, LONG, bos=True)
-    prefix = L.encode_prefix(m, L.embed(m, torch.tensor([prefix_ids])))
+    prefix = D.encode_prefix(m, L.embed(m, torch.tensor([prefix_ids])))
     rows = [L.tokenize(m, t) for t in TEXTS]
-    enc = L.encode(m, [L.embed(m, torch.tensor(r)) for r in rows], prefix)
+    enc = D.encode(m, [L.embed(m, torch.tensor(r)) for r in rows], prefix)
     for i, ids in enumerate(rows):
         torch.testing.assert_close(enc.last_logits[i], _reference_last_logits(m, prefix_ids + ids), atol=1e-4, rtol=1e-4)
 
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(models, name):
+    m = models[name]
+    rows = [L.tokenize(m, t, bos=True) for t in TEXTS]
+    alone = [D.greedy_generate(m, D.encode(m, [L.embed(m, torch.tensor(r))]), 6, set())[0] for r in rows]
+    stops = {alone[0][1], alone[2][3]}  # row 0 stops at its second token, row 2 by its fourth at the latest
+    generated = D.greedy_generate(m, D.encode(m, [L.embed(m, torch.tensor(r)) for r in rows]), 6, stops)
+    for i, ids in enumerate(rows):
+        expected = D.greedy_generate(m, D.encode(m, [L.embed(m, torch.tensor(ids))]), 6, stops)[0]
+        assert generated[i] == expected
+    assert len(generated[0]) == alone[0].index(alone[0][1]) and len(generated[2]) <= 3
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("long_prompt", [False, True], ids=["short", "past-the-window"])
@@ -61,8 +75,8 @@ def test_best_candidates_is_the_exact_argmax(models, name, long_prompt):
     labels = [" yes\n", " no thanks\n", " no way\n", " maybe so\n", " y\n", " nothing at all\n"]
     cands = [L.tokenize(m, s) for s in labels]
     prompts = [L.tokenize(m, (LONG if long_prompt else "") + t, bos=True) for t in TEXTS]
-    enc = L.encode(m, [L.embed(m, torch.tensor(p)) for p in prompts])
-    best = L.best_candidates(m, enc, L.CandidateTrie(cands), expand_per_row=2)
+    enc = D.encode(m, [L.embed(m, torch.tensor(p)) for p in prompts])
+    best = D.best_candidates(m, enc, D.CandidateTrie(cands), round_tokens=3)
     for i, prompt in enumerate(prompts):
         scores = [_reference_score(m, prompt, c) for c in cands]
         assert best[i][0] == max(range(len(scores)), key=scores.__getitem__)
@@ -71,6 +85,6 @@ def test_best_candidates_is_the_exact_argmax(models, name, long_prompt):
 
 def test_candidate_trie_rejects_ambiguous_candidates():
     with pytest.raises(ValueError, match="prefix of another"):
-        L.CandidateTrie([[1, 2], [1, 2, 3]])
+        D.CandidateTrie([[1, 2], [1, 2, 3]])
     with pytest.raises(ValueError, match="distinct"):
-        L.CandidateTrie([[1], [1]])
+        D.CandidateTrie([[1], [1]])

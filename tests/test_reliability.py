@@ -298,16 +298,17 @@ def test_run_refuses_a_spec_whose_base_is_invalid_even_if_the_profile_overlay_hi
 
 def test_a_prompt_longer_than_the_context_warns():
     from harness.models import load_model
+    from harness.models import decoding as D
     from harness.models import lm as L
 
     lm = load_model("smollm2_135m_instruct", "tiny", cache_dir=Path("/nonexistent"), device=torch.device("cpu"))
     limit = L.context_length(lm)
     ids = torch.zeros(limit + 1, dtype=torch.long)
     with pytest.warns(UserWarning, match=f"exceeds the model's context of {limit}"):
-        L.encode(lm, [L.embed(lm, ids)])
+        D.encode(lm, [L.embed(lm, ids)])
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        L.encode(lm, [L.embed(lm, ids[:4])])
+        D.encode(lm, [L.embed(lm, ids[:4])])
 
 
 def test_the_dequantised_cache_is_keyed_by_code_and_checked_for_truncation(tmp_path):

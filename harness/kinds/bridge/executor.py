@@ -21,7 +21,10 @@ from harness.kinds.bridge.sender_states import pad_states, sender_states
 from harness.kinds.bridge.task import TaskData, TaskItem, build_task
 from harness.kinds.bridge.training import train
 from harness.models import lm as L
+from harness.sharding import Step, map_sharded, require_shards
 from registry.kinds.bridge import PASSKEY, SEEDED_METHODS, BridgeSpec
+
+DISTRIBUTED = True  # under `accelerate launch`, every process trains on its shard and evaluates its items
 
 
 class SoftPrompt(nn.Module):
@@ -48,6 +51,11 @@ def _soft_tokens(bridge: LatentBridge, states: list[torch.Tensor], device, batch
     return out
 
 
+def _evaluate(ctx: RunContext, rp: ReceiverPrompt, middles: list[torch.Tensor], batch_size: int, bar=None) -> list[dict]:
+    """rp.evaluate over this process's shard of the items, gathered in item order on every process."""
+    return map_sharded(lambda shard: rp.evaluate(shard, batch_size, bar), middles, ctx.processes)
+
+
 def _accuracy(task: TaskData, items: list[TaskItem], results: list[dict]) -> float:
     key = "scored" if task.is_classification else "generation"
     return float(np.mean([task.correct(item, r[key]) for item, r in zip(items, results)]))
@@ -60,7 +68,9 @@ def run(spec: BridgeSpec, ctx: RunContext) -> RunOutput:
     every deterministic method (text baselines, text relay, chance); the other seeds' rows hold
     only the seeded methods (SEEDED_METHODS), so nothing deterministic is stored twice.
     """
+    require_shards(spec.training.batch_size, ctx.processes, "training.batch_size")
     task = build_task(spec, ctx)
+    require_shards(len(task.eval), ctx.processes, "the number of evaluation items")
     methods = spec.evaluation.methods
     seeds = spec.training_seeds()
     with ctx.phase("load_models"):
@@ -70,10 +80,14 @@ def run(spec: BridgeSpec, ctx: RunContext) -> RunOutput:
     layer = spec.bridge.sender_layer
 
     with ctx.phase("sender_states"):
+        if not ctx.processes.is_main:
+            ctx.processes.wait()  # the main process computes and caches them; the others read the cache
         bar = ctx.progress(total=len(task.train) + len(task.eval), desc="sender states", unit="item")
         train_states = sender_states(sender, [task.sender_text(i) for i in task.train], layer, ctx.cache_dir, progress=bar)
         eval_states = sender_states(sender, [task.sender_text(i) for i in task.eval], layer, ctx.cache_dir, progress=bar)
         bar.close()
+        if ctx.processes.is_main:
+            ctx.processes.wait()
 
     primed = ReceiverPrompt.build(receiver, task, task.task.primer)
     prompt_embeds = primed.text_middle(task.task.prompt)
@@ -102,14 +116,15 @@ def run(spec: BridgeSpec, ctx: RunContext) -> RunOutput:
         if method in methods:
             with ctx.phase(f"evaluation.{method}"):
                 tp = text_prompt(lm, few_shot)
-                first[method] = tp.evaluate([tp.text_middle(task.item_text(i.input)) for i in task.eval], eval_batch, bar)
+                first[method] = _evaluate(ctx, tp, [tp.text_middle(task.item_text(i.input)) for i in task.eval], eval_batch, bar)
 
     if "text_relay" in methods:
         with ctx.phase("evaluation.text_relay"):
             prompts = [task.task.relay_template.format(input=i.input) for i in task.eval]
-            summaries = generate_texts(sender, prompts, task.task.relay_max_tokens, eval_batch)
+            summaries = map_sharded(lambda shard: generate_texts(sender, shard, task.task.relay_max_tokens, eval_batch),
+                                    prompts, ctx.processes)
             tp = text_prompt(receiver, False)
-            first["text_relay"] = tp.evaluate([tp.text_middle(task.item_text(s)) for s in summaries], eval_batch, bar)
+            first["text_relay"] = _evaluate(ctx, tp, [tp.text_middle(task.item_text(s)) for s in summaries], eval_batch, bar)
             for r, summary in zip(first["text_relay"], summaries):
                 r["summary"] = summary
 
@@ -137,27 +152,28 @@ def _seeded_methods(spec, ctx, task, receiver, primed, prompt_embeds, train_stat
     answers = [primed.answer_ids(task.answer_text(i)) for i in task.train]
     quick = task.eval[: spec.training.quick_eval_items]
 
-    def bridge_loss(indices: list[int]) -> dict:
-        padded, mask = pad_states([train_states[i] for i in indices], device)
+    def bridge_loss(step: Step) -> dict:
+        padded, mask = pad_states([train_states[i] for i in step.local], device)
         soft, aux = bridge(padded, mask)
-        lm_loss = primed.answer_loss([primed.soft_middle(s, prompt_embeds) for s in soft], [answers[i] for i in indices])
-        diversity = batch_diversity_loss(soft)
+        lm_loss = step.token_mean(primed.answer_token_losses([primed.soft_middle(s, prompt_embeds) for s in soft],
+                                                             [answers[i] for i in step.local]))
+        diversity = step.over_batch(soft, batch_diversity_loss)
         losses = {"lm": lm_loss, "diversity": diversity}
         total = lm_loss + spec.training.diversity_weight * diversity
         if "vq_loss" in aux:
-            losses["vq"] = aux["vq_loss"]
-            total = total + spec.bridge.vq.weight * aux["vq_loss"]
+            losses["vq"] = step.item_mean(aux["vq_loss"])
+            total = total + spec.bridge.vq.weight * losses["vq"]
         return {"total": total, **losses}
 
     def bridge_quick_eval() -> float:
         soft = _soft_tokens(bridge, eval_states[: len(quick)], device)
-        return _accuracy(task, quick, primed.evaluate([primed.soft_middle(s, prompt_embeds) for s in soft], eval_batch))
+        return _accuracy(task, quick, _evaluate(ctx, primed, [primed.soft_middle(s, prompt_embeds) for s in soft], eval_batch))
 
     with ctx.phase("training.bridge"):
         train_bar = ctx.progress(total=spec.training.steps, desc=f"training bridge (seed {seed})", unit="step")
         trained = train(bridge, bridge_loss, n_items=len(task.train), steps=spec.training.steps, spec=spec.training,
                         lr=spec.training.lr, seed=seed, checkpoint=ctx.state_dir / f"bridge.seed{seed}.pt",
-                        label="bridge", quick_eval=bridge_quick_eval, progress=train_bar)
+                        label="bridge", quick_eval=bridge_quick_eval, progress=train_bar, processes=ctx.processes)
         train_bar.close()
     ctx.state_use[f"bridge.seed{seed}"] = trained.status
     curves = [{**row, "seed": seed} for row in trained.log]
@@ -165,7 +181,7 @@ def _seeded_methods(spec, ctx, task, receiver, primed, prompt_embeds, train_stat
     results: dict[str, list[dict]] = {}
     with ctx.phase("evaluation.bridge"):
         soft_eval = _soft_tokens(bridge, eval_states, device)
-        results["bridge"] = primed.evaluate([primed.soft_middle(s, prompt_embeds) for s in soft_eval], eval_batch, bar)
+        results["bridge"] = _evaluate(ctx, primed, [primed.soft_middle(s, prompt_embeds) for s in soft_eval], eval_batch, bar)
         for r, soft in zip(results["bridge"], soft_eval):
             r["soft_token_rms"] = round(float(soft.pow(2).mean(-1).sqrt().mean()), 6)
             r["soft_token_similarity"] = round(_mean_pairwise_cosine(soft), 6)
@@ -176,8 +192,8 @@ def _seeded_methods(spec, ctx, task, receiver, primed, prompt_embeds, train_stat
             scale = float(bridge.output.scale.detach())
             noise = [torch.randn(s.shape, generator=generator) for s in soft_eval]
             noise = [n / n.pow(2).mean(-1, keepdim=True).sqrt() * scale for n in noise]
-            results["noise"] = primed.evaluate([primed.soft_middle(n.to(device), prompt_embeds) for n in noise],
-                                               eval_batch, bar)
+            results["noise"] = _evaluate(ctx, primed, [primed.soft_middle(n.to(device), prompt_embeds) for n in noise],
+                                         eval_batch, bar)
 
     if "prompt_tuning" in methods:
         curves += [{**row, "seed": seed} for row in _prompt_tuning(spec, ctx, task, receiver, results, eval_batch, bar, seed)]
@@ -194,21 +210,21 @@ def _prompt_tuning(spec, ctx, task, receiver, results, eval_batch, bar, seed: in
     middles = [plain.text_middle(task.item_text(i.input)) for i in task.train]
     answers = [plain.answer_ids(task.answer_text(i)) for i in task.train]
 
-    def loss(indices: list[int]) -> dict:
-        batch = [torch.cat([soft_prompt.vectors, middles[i]]) for i in indices]
-        lm_loss = plain.answer_loss(batch, [answers[i] for i in indices])
+    def loss(step: Step) -> dict:
+        batch = [torch.cat([soft_prompt.vectors, middles[i]]) for i in step.local]
+        lm_loss = step.token_mean(plain.answer_token_losses(batch, [answers[i] for i in step.local]))
         return {"total": lm_loss, "lm": lm_loss}
 
     with ctx.phase("training.prompt_tuning"):
         sub = ctx.progress(total=pt.steps, desc=f"prompt tuning (seed {seed})", unit="step")
         trained = train(soft_prompt, loss, n_items=len(task.train), steps=pt.steps, spec=spec.training, lr=pt.lr,
                         seed=seed, checkpoint=ctx.state_dir / f"prompt_tuning.seed{seed}.pt", label="prompt_tuning",
-                        progress=sub)
+                        progress=sub, processes=ctx.processes)
         sub.close()
     ctx.state_use[f"prompt_tuning.seed{seed}"] = trained.status
     with ctx.phase("evaluation.prompt_tuning"), torch.no_grad():
         eval_middles = [torch.cat([soft_prompt.vectors, plain.text_middle(task.item_text(i.input))]) for i in task.eval]
-        results["prompt_tuning"] = plain.evaluate(eval_middles, eval_batch, bar)
+        results["prompt_tuning"] = _evaluate(ctx, plain, eval_middles, eval_batch, bar)
     return trained.log
 
 

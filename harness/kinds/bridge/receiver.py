@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from harness.kinds.bridge.task import TaskData
 from harness.models import LoadedModel
+from harness.models import decoding as D
 from harness.models import lm as L
 
 
@@ -38,18 +39,18 @@ class ReceiverPrompt:
     """A model, its constant prefix (encoded once) and the task's answer candidates."""
 
     lm: LoadedModel
-    prefix: L.Prefix | None  # None when there is nothing before the middle (no BOS, empty text)
+    prefix: D.Prefix | None  # None when there is nothing before the middle (no BOS, empty text)
     task: TaskData
-    trie: L.CandidateTrie | None
+    trie: D.CandidateTrie | None
     stops: set[int]
 
     @classmethod
     def build(cls, lm: LoadedModel, task: TaskData, prefix_text: str) -> "ReceiverPrompt":
         ids = L.tokenize(lm, prefix_text, bos=True)
-        prefix = L.encode_prefix(lm, L.embed(lm, torch.tensor([ids]))) if ids else None
+        prefix = D.encode_prefix(lm, L.embed(lm, torch.tensor([ids]))) if ids else None
         trie = None
         if task.is_classification:
-            trie = L.CandidateTrie([L.tokenize(lm, task.task.answer_prefix + v + task.task.answer_suffix)
+            trie = D.CandidateTrie([L.tokenize(lm, task.task.answer_prefix + v + task.task.answer_suffix)
                                     for v in task.verbalizers])
         return cls(lm, prefix, task, trie, stop_ids(lm, task.task.answer_suffix))
 
@@ -65,7 +66,12 @@ class ReceiverPrompt:
 
     # ------------------------------------------------------------------ training
     def answer_loss(self, middles: list[torch.Tensor], answers: list[list[int]]) -> torch.Tensor:
-        """Mean cross-entropy of the answer tokens; the LM head runs only where an answer token is predicted."""
+        """Mean cross-entropy of the answer tokens."""
+        return self.answer_token_losses(middles, answers).mean()
+
+    def answer_token_losses(self, middles: list[torch.Tensor], answers: list[list[int]]) -> torch.Tensor:
+        """Cross-entropy of every answer token (one vector over the batch); the LM head runs only where
+        an answer token is predicted."""
         lm = self.lm
         seqs = [torch.cat([m, L.embed(lm, torch.tensor(a))]) for m, a in zip(middles, answers)]
         width = max(s.shape[0] for s in seqs)
@@ -85,7 +91,7 @@ class ReceiverPrompt:
         cols = torch.cat([m.shape[0] - 1 + torch.arange(len(a)) for m, a in zip(middles, answers)])
         logits = L.lm_logits(lm, hidden[rows, cols])
         targets = torch.cat([torch.tensor(a) for a in answers]).to(logits.device)
-        return F.cross_entropy(logits, targets)
+        return F.cross_entropy(logits, targets, reduction="none")
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, middles: list[torch.Tensor], batch_size: int, progress=None) -> list[dict]:
@@ -94,9 +100,9 @@ class ReceiverPrompt:
         task = self.task
         for start in range(0, len(middles), batch_size):
             chunk = middles[start:start + batch_size]
-            enc = L.encode(self.lm, chunk, self.prefix)
-            generated = L.greedy_generate(self.lm, enc, task.task.max_new_tokens, self.stops)
-            scored = L.best_candidates(self.lm, enc, self.trie) if self.trie is not None else [None] * len(chunk)
+            enc = D.encode(self.lm, chunk, self.prefix)
+            generated = D.greedy_generate(self.lm, enc, task.task.max_new_tokens, self.stops)
+            scored = D.best_candidates(self.lm, enc, self.trie) if self.trie is not None else [None] * len(chunk)
             for ids, best in zip(generated, scored):
                 text = self.lm.tokenizer.decode(ids, skip_special_tokens=True)
                 row = {"generated": text, "generation": task.parse(text)}
@@ -116,8 +122,8 @@ def generate_texts(lm: LoadedModel, prompts: list[str], max_new_tokens: int, bat
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
         seqs = [L.embed(lm, torch.tensor(L.tokenize(lm, p, bos=True))) for p in chunk]
-        enc = L.encode(lm, seqs)
-        for ids in L.greedy_generate(lm, enc, max_new_tokens, stops):
+        enc = D.encode(lm, seqs)
+        for ids in D.greedy_generate(lm, enc, max_new_tokens, stops):
             out.append(lm.tokenizer.decode(ids, skip_special_tokens=True).strip())
         if progress is not None:
             progress.update(len(chunk))

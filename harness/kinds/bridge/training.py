@@ -3,7 +3,10 @@
 The batch at step t depends only on (seed, t) and nothing else is random, so a run that is
 interrupted and resumed from its last checkpoint ends with the same weights as one that never
 stopped (tests check this). Losses are logged separately every step. `accelerate` runs the
-step: bf16 mixed precision on a CUDA device, plain fp32 on the CPU.
+step: bf16 mixed precision on a CUDA device, plain fp32 on the CPU. Under `accelerate launch`
+with N processes each process computes its shard of every global batch and gradients are
+averaged before clipping (`harness.sharding`), so N processes train like one; only the main
+process writes checkpoints.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
+from harness.context import Processes
 from harness.fsutil import atomic_write_with
+from harness.sharding import Step, average_gradients
 from registry.kinds.bridge import TrainingSpec
 
 
@@ -81,10 +86,12 @@ def _load_checkpoint(path: Path, module: nn.Module, optimizer, scheduler, steps:
     return step, log
 
 
-def train(module: nn.Module, loss_fn: Callable[[list[int]], dict], *, n_items: int, steps: int, spec: TrainingSpec,
+def train(module: nn.Module, loss_fn: Callable[[Step], dict], *, n_items: int, steps: int, spec: TrainingSpec,
           lr: float, seed: int, checkpoint: Path, label: str, quick_eval: Callable[[], float] | None = None,
-          progress=None) -> TrainResult:
-    """Train `module`'s trainable parameters; `loss_fn(indices)` returns {"total": ..., other losses...}."""
+          progress=None, processes: Processes | None = None) -> TrainResult:
+    """Train `module`'s trainable parameters; `loss_fn(step)` returns {"total": ..., other losses...} for
+    `step.local`, this process's shard of the global batch, with global values (see `harness.sharding`)."""
+    processes = processes or Processes()
     on_gpu = next(module.parameters()).device.type == "cuda"
     accelerator = Accelerator(mixed_precision="bf16" if on_gpu else "no", cpu=not on_gpu)
     params = [p for p in module.parameters() if p.requires_grad]
@@ -105,7 +112,7 @@ def train(module: nn.Module, loss_fn: Callable[[list[int]], dict], *, n_items: i
             optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=spec.weight_decay)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, steps))
             start, log = 0, []
-    prepared, optimizer = accelerator.prepare(module, optimizer)
+    optimizer = accelerator.prepare_optimizer(optimizer)  # the module is not wrapped: gradients are averaged here
     resumed_from = start
     if progress is not None:
         progress.update(start)
@@ -113,12 +120,13 @@ def train(module: nn.Module, loss_fn: Callable[[list[int]], dict], *, n_items: i
     module.train()
     for step in range(start, steps):
         with accelerator.autocast():
-            losses = loss_fn(batch_indices(step, spec.batch_size, n_items, seed))
+            losses = loss_fn(Step(batch_indices(step, spec.batch_size, n_items, seed), processes))
         total = losses["total"]
         if not torch.isfinite(total):
             raise FloatingPointError(f"{label}: the training loss became {float(total)} at step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(total)
+        average_gradients(params, processes)
         grad_norm = accelerator.clip_grad_norm_(params, spec.grad_clip)
         optimizer.step()
         scheduler.step()
@@ -129,8 +137,8 @@ def train(module: nn.Module, loss_fn: Callable[[list[int]], dict], *, n_items: i
             row["quick_eval_accuracy"] = quick_eval()
             module.train()
         log.append(row)
-        if (step + 1) % spec.checkpoint_every == 0 or step + 1 == steps:
-            state = {"module": accelerator.unwrap_model(prepared).state_dict(), "optimizer": optimizer.state_dict(),
+        if processes.is_main and ((step + 1) % spec.checkpoint_every == 0 or step + 1 == steps):
+            state = {"module": module.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "step": step + 1, "log": log}
             atomic_write_with(checkpoint, lambda tmp: torch.save(state, tmp))
         if progress is not None:

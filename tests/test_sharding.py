@@ -1,0 +1,97 @@
+"""Work split over processes: shards partition every batch, and two processes train and evaluate like one."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.context import Processes
+from harness.sharding import ShardingError, Step, shard, shard_bounds
+
+REPO = Path(__file__).resolve().parents[1]
+# accelerate's --cpu launcher needs MPI for several processes; its torchrun launcher (--multi_gpu) works on a
+# machine without a GPU: each process then falls back to the CPU and gloo
+ACCELERATE_2 = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "harness.cli"]
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5])
+def test_shards_are_contiguous_disjoint_balanced_and_cover_the_batch(count):
+    for n in range(0, 23):
+        items = list(range(100, 100 + n))
+        parts = [shard(items, Processes(index=i, count=count)) for i in range(count)]
+        assert [x for part in parts for x in part] == items  # in order, each item exactly once
+        sizes = [len(p) for p in parts]
+        assert max(sizes) - min(sizes) <= 1
+        assert [shard_bounds(n, i, count)[1] - shard_bounds(n, i, count)[0] for i in range(count)] == sizes
+
+
+def test_a_batch_smaller_than_the_process_count_is_refused():
+    with pytest.raises(ShardingError, match="the global batch is 1: it cannot be split over 2 processes"):
+        Step([7], Processes(index=1, count=2))
+
+
+@pytest.mark.slow
+def test_more_processes_than_batch_items_is_one_line_before_any_work(tmp_path):
+    out = subprocess.run([*ACCELERATE_2, "run", "specs/banking77_16tok.yaml", "--profile", "tiny", "--quiet",
+                          "--set", "training.batch_size=1", "--results-dir", str(tmp_path / "results"),
+                          "--cache-dir", str(tmp_path / "cache")], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode != 0
+    assert "error: training.batch_size is 1: it cannot be split over 2 processes (launch at most 1 processes)" in out.stderr
+    assert "harness/" not in out.stderr  # each process says one line; the only traceback is torchrun's own report
+    assert not (tmp_path / "results" / "banking77_16tok").exists()
+
+
+def _run(tmp_path: Path, name: str, launcher: list[str]) -> Path:
+    results = tmp_path / name
+    out = subprocess.run([*launcher, "run", "specs/banking77_16tok.yaml", "--profile", "tiny", "--quiet", "--no-analyze",
+                          "--set", "training.seeds=[0]", "--results-dir", str(results),
+                          "--cache-dir", str(tmp_path / f"cache-{name}")],  # separate caches: nothing trained is reused
+                         cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return results / "banking77_16tok"
+
+
+def _curves(run: Path) -> list[dict]:
+    with open(run / "curves.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_two_processes_train_and_evaluate_like_one(tmp_path):
+    """Under `accelerate launch --num_processes 2` (gloo, CPU) each process trains on half of every global batch
+    and evaluates half of the items; the loss curves equal the one-process run's within float tolerance and the
+    records (every method's generation and label, in item order) are identical."""
+    one = _run(tmp_path, "one", [sys.executable, "-m", "harness.cli"])
+    two = _run(tmp_path, "two", ACCELERATE_2)
+    assert json.loads((two / "run.json").read_text())["hardware"]["processes"] == 2
+    curves_one, curves_two = _curves(one), _curves(two)
+    assert len(curves_one) == len(curves_two) > 0
+    for a, b in zip(curves_one, curves_two):
+        assert (a["run"], a["step"]) == (b["run"], b["step"])
+        for key in ("total_loss", "lm_loss", "diversity_loss", "grad_norm"):
+            if a.get(key):
+                assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4, abs=1e-6), (a["run"], a["step"], key)
+    rows_one, rows_two = (_rows(run) for run in (one, two))
+    assert len(rows_one) == len(rows_two) == 12
+    for a, b in zip(rows_one, rows_two):
+        _same(a, b)
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+
+
+def _same(a, b, where: str = "") -> None:
+    """Equal texts, labels and ids; floats (soft-token statistics, log-probabilities) within float tolerance."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-5), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _same(a[key], b[key], f"{where}.{key}")
+    else:
+        assert a == b, where
