@@ -24,6 +24,7 @@ ALL_METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
 # Methods whose result depends on a training seed (noise is drawn at the trained bridge's output scale).
 SEEDED_METHODS: tuple[str, ...] = ("bridge", "noise", "prompt_tuning")
 PASSKEY = "passkey"
+CONTINUATION_SET = "continuation"  # the `set` of records.jsonl rows holding zero-shot continuation scores
 ITEM_FIELDS = {"classification": {"text"}, "multiple_choice": {"question", "choices"},
                "generation": {"question"}, PASSKEY: {"text"}}
 
@@ -35,6 +36,21 @@ def template_fields(template: str) -> set[str]:
         if field is not None:
             names.add(field.split("[")[0].split(".")[0])
     return names
+
+
+class ContinuationSpec(StrictModel):
+    """Zero-shot scoring of each choice as a continuation, as lm-evaluation-harness scores multiple choice.
+
+    The score of a choice is the summed log-likelihood of its tokens after the context; `acc` takes the
+    highest sum, `acc_norm` the highest sum divided by the choice's length in characters (lm-eval's rule).
+    """
+
+    context_template: str = Field(description="The context before every choice, from the item's fields "
+                                              "(PIQA in lm-eval: 'Question: {question}\\nAnswer:')")
+    target_delimiter: str = Field(" ", description="Between the context and each choice (lm-eval's default)")
+    items: int | None = Field(None, ge=1, le=100_000, description="Items of eval_split scored, from its start "
+                                                                 "(default: the whole split)")
+    batch_size: int = Field(32, ge=1, le=4096, description="Context + choice sequences per forward pass")
 
 
 class TaskSpec(StrictModel):
@@ -63,6 +79,9 @@ class TaskSpec(StrictModel):
                                 description="Text relay: the sender writes from this prompt, the receiver classifies what it wrote")
     relay_max_tokens: int = Field(48, ge=1, le=4096)
     passkey_digits: int = Field(5, ge=1, le=12)
+    continuation: ContinuationSpec | None = Field(
+        None, description="Also score both models zero-shot by choice log-likelihood (lm-eval protocol) on eval_split; "
+                          "choices are the item's choices (multiple choice) or the verbalizers (classification)")
 
     @property
     def task_type(self) -> str:
@@ -80,6 +99,13 @@ class TaskSpec(StrictModel):
             extra = template_fields(getattr(self, name)) - {"input"}
             if extra:
                 raise ValueError(f"{name} may only use {{input}}, not {sorted(extra)}")
+        if self.continuation is not None:
+            if self.task_type not in ("multiple_choice", "classification"):
+                raise ValueError(f"continuation scoring needs choices: {self.dataset} is a {self.task_type} task")
+            unknown = template_fields(self.continuation.context_template) - fields
+            if unknown:
+                raise ValueError(f"continuation.context_template uses {sorted(unknown)}, but {self.dataset} items have "
+                                 f"{sorted(fields)}")
         if self.task_type == "multiple_choice" and not self.verbalizers:
             raise ValueError("a multiple-choice task needs verbalizers: one per choice, in order (e.g. {'1': '1', '2': '2'})")
         if self.dataset == PASSKEY:

@@ -10,7 +10,7 @@ import numpy as np
 from harness import stats
 from harness.kinds.bridge.answers import judge
 from harness.report.tables import Analysis, Column, Table
-from registry.kinds.bridge import PASSKEY, SEEDED_METHODS, BridgeSpec
+from registry.kinds.bridge import CONTINUATION_SET, PASSKEY, SEEDED_METHODS, BridgeSpec
 
 METHOD_NAMES = {
     "bridge": "Bridge", "sender_text": "Sender text (0-shot)", "receiver_text": "Receiver text (0-shot)",
@@ -77,7 +77,10 @@ def seed_views(records: list[dict]) -> dict:
 
 
 def analyze(spec: BridgeSpec, records: list[dict], curves: list[dict] | None = None) -> Analysis:
-    """The first training seed's tables (the report's protocol: one run), then the spread across seeds."""
+    """The first training seed's tables (the report's protocol: one run), then the spread across seeds,
+    and, where the spec asks for it, zero-shot continuation scoring of both models."""
+    scored = [r for r in records if r.get("set") == CONTINUATION_SET]
+    records = [r for r in records if r.get("set") != CONTINUATION_SET]
     views = seed_views(records)
     first = next(iter(views))
     out = _analyze_view(spec, views[first], curves)
@@ -86,7 +89,34 @@ def analyze(spec: BridgeSpec, records: list[dict], curves: list[dict] | None = N
         out.tables.insert(1, _across_seeds(spec, views, out))
         out.notes.append(f"Trained methods ran with {len(views)} training seeds ({', '.join(map(str, views))}); the "
                          f"accuracy, McNemar and per-class tables show seed {first}, the 'Across seeds' table all of them.")
+    if scored:
+        out.tables.insert(1, _continuation_table(spec, scored, len(views[first]), out))
     return out
+
+
+def _continuation_table(spec: BridgeSpec, rows: list[dict], n_eval: int, out: Analysis) -> Table:
+    """acc and acc_norm of each model (lm-eval's multiple-choice protocol), beside the bridge's scored accuracy."""
+    scoring = spec.task.continuation
+    models = {"sender": spec.sender, "receiver": spec.receiver}
+    table = Table("continuation", f"Zero-shot continuation scoring (the lm-evaluation-harness protocol) on "
+                                  f"{len(rows)} items of {spec.task.eval_split}", [
+        Column("Model", align="l"), Column("acc (summed log-likelihood)", align="r"),
+        Column("acc_norm (per character)", align="r"), Column("Items", "d")],
+        caption=f"Each choice is scored as a continuation of {scoring.context_template!r} after "
+                f"{scoring.target_delimiter!r}: acc takes the choice with the highest summed log-likelihood, acc_norm "
+                "the highest log-likelihood per character of the choice (lm-eval's metrics; per byte for ASCII text). "
+                "These are the numbers published for models on this task. 95% Wilson intervals. The bridge row is "
+                f"its scored accuracy on the {n_eval} evaluation items every method above shares, with the task's "
+                "own prompt: compare rates, not items.")
+    for role in ("sender", "receiver"):
+        cells = []
+        for metric in ("acc", "acc_norm"):
+            cells.append(_set_accuracy(out, f"continuation.{role}.{metric}", [r[role][metric] == r["label"] for r in rows]))
+        table.add(f"{role.capitalize()} ({models[role]}), zero-shot", *cells, len(rows))
+    bridge = out.metrics.get("bridge.scored.accuracy")
+    if bridge is not None:
+        table.add("Bridge (scored, this page's items)", _with_ci(round(bridge * n_eval), n_eval), None, n_eval)
+    return table
 
 
 def _across_seeds(spec: BridgeSpec, views: dict, out: Analysis) -> Table:

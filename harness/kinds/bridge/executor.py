@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from harness.context import RunContext, RunOutput
+from harness.kinds.bridge.continuation import score_items
 from harness.kinds.bridge.modules import LatentBridge, batch_diversity_loss, mean_offdiagonal_cosine
 from harness.kinds.bridge.receiver import ReceiverPrompt, generate_texts
 from harness.kinds.bridge.sender_states import pad_states, sender_states
@@ -22,7 +23,7 @@ from harness.kinds.bridge.task import TaskData, TaskItem, build_task
 from harness.kinds.bridge.training import train
 from harness.models import lm as L
 from harness.sharding import Step, map_sharded, require_shards
-from registry.kinds.bridge import PASSKEY, SEEDED_METHODS, BridgeSpec
+from registry.kinds.bridge import CONTINUATION_SET, PASSKEY, SEEDED_METHODS, BridgeSpec
 
 DISTRIBUTED = True  # under `accelerate launch`, every process trains on its shard and evaluates its items
 
@@ -127,17 +128,36 @@ def run(spec: BridgeSpec, ctx: RunContext) -> RunOutput:
             first["text_relay"] = _evaluate(ctx, tp, [tp.text_middle(task.item_text(s)) for s in summaries], eval_batch, bar)
             for r, summary in zip(first["text_relay"], summaries):
                 r["summary"] = summary
+                r["summary_tokens"] = len(L.tokenize(sender, summary))
 
     if "random" in methods:
         first["random"] = _random_guesses(spec, task)
     bar.close()
+    continuation = _continuation_scores(spec, ctx, task, receiver, sender) if spec.task.continuation else []
 
     records = []
     for seed in seeds:
         for index, item in enumerate(task.eval):
             records.append({"seed": seed, "id": item.id, "input": item.input, "answer": item.answer, "label": item.label,
                             **{m: results[seed][m][index] for m in methods if m in results[seed]}})
-    return RunOutput(records=records, curves=curves)
+    return RunOutput(records=records + continuation, curves=curves)
+
+
+def _continuation_scores(spec: BridgeSpec, ctx: RunContext, task: TaskData, receiver, sender) -> list[dict]:
+    """Both models zero-shot on eval_split by choice log-likelihood (lm-eval protocol): one record per item,
+    marked `"set": "continuation"` (they are not the evaluation items the methods share)."""
+    scoring = spec.task.continuation
+    items = ctx.items(spec.task.dataset, spec.task.eval_split)
+    items = items[: scoring.items] if scoring.items else items
+    require_shards(len(items), ctx.processes, "the number of continuation-scored items")
+    pairs = [(item, item["choices"] if "choices" in item else task.verbalizers) for item in items]
+    scores = {}
+    for role, lm in (("receiver", receiver), ("sender", sender)):
+        with ctx.phase(f"evaluation.continuation.{role}"):
+            scores[role] = map_sharded(lambda part: score_items(lm, scoring, [p[0] for p in part], [p[1] for p in part]),
+                                       pairs, ctx.processes)
+    return [{"set": CONTINUATION_SET, "id": item["id"], "label": item["label"],
+             **{role: scores[role][n] for role in scores}} for n, item in enumerate(items)]
 
 
 def _seeded_methods(spec, ctx, task, receiver, primed, prompt_embeds, train_states, eval_states, seed, bar):
