@@ -216,7 +216,7 @@ def _analyze_view(spec: BridgeSpec, records: list[dict], curves: list[dict] | No
             out.tables.append(per_class)
     out.tables.append(_soft_token_table(records, out, expected))
     if curves:
-        out.tables.append(_training_table(curves, out))
+        out.tables.append(_training_table(curves, out, expected))
     return out
 
 
@@ -312,10 +312,12 @@ def _soft_token_table(records: list[dict], out: Analysis, expected: dict) -> Tab
     rms = [r["bridge"]["soft_token_rms"] for r in records if "soft_token_rms" in r.get("bridge", {})]
     sim = [r["bridge"]["soft_token_similarity"] for r in records if "soft_token_similarity" in r.get("bridge", {})]
     table = Table("soft_tokens", "What the bridge sends", [
-        Column("Quantity", align="l"), Column("Mean", ".4f"), Column("Min", ".4f"), Column("Max", ".4f"),
+        Column("Quantity", align="l"), Column("Mean", ".4g"), Column("Min", ".4g"), Column("Max", ".4g"),
         Column("Reported", align="l")],
         caption="Token RMS: root-mean-square of each soft token; similarity: mean pairwise cosine between an item's "
-                "soft tokens (seed 002, section 71 reports 0.0311-0.0314 and 0.883 for TREC).")
+                "soft tokens (seed 002, section 71 reports 0.0311-0.0314 and 0.883 for TREC). Summary tokens: the "
+                "text relay's message in the sender's tokens, against the bridge's soft tokens (section 90: ~51 "
+                "against 8).")
     if rms:
         out.set("bridge.soft_token_rms", float(np.mean(rms)))
         table.add("Soft-token RMS", float(np.mean(rms)), min(rms), max(rms), _fmt(expected.get("bridge.soft_token_rms")))
@@ -324,6 +326,11 @@ def _soft_token_table(records: list[dict], out: Analysis, expected: dict) -> Tab
         out.set("bridge.soft_token_similarity", float(np.mean(sim)))
         table.add("Within-item token similarity", float(np.mean(sim)), min(sim), max(sim),
                   _fmt(expected.get("bridge.soft_token_similarity")))
+    summary = [r["text_relay"]["summary_tokens"] for r in records if "summary_tokens" in r.get("text_relay", {})]
+    if summary:
+        out.set("text_relay.summary_tokens", float(np.mean(summary)))
+        table.add("Text relay: summary tokens", float(np.mean(summary)), min(summary), max(summary),
+                  _fmt(expected.get("text_relay.summary_tokens")))
     return table
 
 
@@ -331,12 +338,20 @@ def _fmt(value) -> str | None:
     return None if value is None else f"{value:g}"
 
 
-def _training_table(curves: list[dict], out: Analysis) -> Table:
+def _training_table(curves: list[dict], out: Analysis, reported: dict) -> Table:
+    """Per training run: initial and final losses, the last quick evaluation, and the report's trajectory.
+
+    Metrics: `training.<run>.initial_lm_loss` (step 1), `.final_lm_loss` (mean of the last 10% of steps),
+    and at every quick-evaluation step N `.quick_eval_accuracy.step_N`, `.lm_loss.step_N`,
+    `.diversity_loss.step_N` (the points the report gives its trajectories at, where the run has them)."""
     table = Table("training", "Training", [
-        Column("Run", align="l"), Column("Steps", "d"), Column("Final LM loss", ".3f"),
-        Column("Final diversity loss", ".3f"), Column("Last quick-eval accuracy", ".1%")],
-        caption="Losses averaged over the last 10% of steps; diversity loss = mean off-diagonal cosine of the "
-                "batch's flattened soft tokens (weight in the spec).")
+        Column("Run", align="l"), Column("Steps", "d"), Column("Initial LM loss", ".3f"), Column("Final LM loss", ".3f"),
+        Column("Final diversity loss", ".3f"), Column("Last quick-eval accuracy", ".1%"),
+        Column("Reported trajectory (paper profile)", align="l")],
+        caption="Initial: step 1; final: mean over the last 10% of steps; diversity loss = mean off-diagonal cosine "
+                "of the batch's flattened soft tokens (weight in the spec). Reported: the report's points for the "
+                "bridge (its own steps and batch size, one H100), shown in the training figure where the run reaches "
+                "those steps.")
     by_run = defaultdict(list)
     for row in curves:
         by_run[(row["run"], row.get("seed"))].append(row)
@@ -347,11 +362,43 @@ def _training_table(curves: list[dict], out: Analysis) -> Table:
         tail = rows[-max(1, len(rows) // 10):]
         lm_loss = float(np.mean([r["lm_loss"] for r in tail]))
         diversity = float(np.mean([r["diversity_loss"] for r in tail])) if "diversity_loss" in tail[0] else None
-        quick = [r["quick_eval_accuracy"] for r in rows if "quick_eval_accuracy" in r]
+        quick = [r for r in rows if "quick_eval_accuracy" in r]
         key = f"training.{run_name}" if seed == first_seed[run_name] else f"training.{run_name}.seed_{seed:g}"
+        out.set(f"{key}.initial_lm_loss", rows[0]["lm_loss"])
         out.set(f"{key}.final_lm_loss", lm_loss)
         if diversity is not None:
             out.set(f"{key}.final_diversity_loss", diversity)
+        for r in quick:
+            step = int(r["step"])
+            out.set(f"{key}.quick_eval_accuracy.step_{step}", r["quick_eval_accuracy"])
+            out.set(f"{key}.lm_loss.step_{step}", r["lm_loss"])
+            if "diversity_loss" in r:
+                out.set(f"{key}.diversity_loss.step_{step}", r["diversity_loss"])
         label = run_name if seed is None else f"{run_name} (seed {seed:g})"
-        table.add(label, int(rows[-1]["step"]), lm_loss, diversity, quick[-1] if quick else None)
+        trajectory = _reported_trajectory(reported, run_name) if seed == first_seed[run_name] else None
+        table.add(label, int(rows[-1]["step"]), rows[0]["lm_loss"], lm_loss, diversity,
+                  quick[-1]["quick_eval_accuracy"] if quick else None, trajectory)
     return table
+
+
+def reported_points(reported: dict, run_name: str, column: str) -> list[tuple[int, float]]:
+    """(step, value) pairs the report gives for a training curve (`training.<run>.<column>.step_N`)."""
+    prefix = f"training.{run_name}.{column}.step_"
+    return sorted((int(k[len(prefix):]), v) for k, v in reported.items()
+                  if k.startswith(prefix) and isinstance(v, float))
+
+
+def _reported_trajectory(reported: dict, run_name: str) -> str | None:
+    parts = []
+    start, end = reported.get(f"training.{run_name}.initial_lm_loss"), reported.get(f"training.{run_name}.final_lm_loss")
+    if start is not None or end is not None:
+        parts.append(f"LM loss {_fmt(start) or '?'} -> {_fmt(end) or '?'}")
+    for column, label, fmt in (("lm_loss", "LM loss", _fmt), ("diversity_loss", "diversity", _fmt),
+                               ("quick_eval_accuracy", "accuracy", _pct)):
+        points = reported_points(reported, run_name, column)
+        if points:
+            parts.append(f"{label} " + ", ".join(f"{fmt(v)} at {step}" for step, v in points))
+    seconds = reported.get(f"training.{run_name}.seconds")
+    if seconds is not None:
+        parts.append(f"{seconds / 60:.1f} min")
+    return "; ".join(parts) or None

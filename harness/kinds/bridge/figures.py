@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.kinds.bridge.analysis import METHOD_NAMES
+from harness.kinds.bridge.analysis import METHOD_NAMES, first_expected, reported_points
 from harness.report.figures import pyplot, save_figure
 from harness.report.tables import Analysis
 from registry.kinds.bridge import BridgeSpec
@@ -31,6 +31,18 @@ def figures(spec: BridgeSpec, analysis: Analysis, records: list[dict], curves: l
             quick = [(r["step"], r["quick_eval_accuracy"]) for r in rows if "quick_eval_accuracy" in r]
             if quick:
                 ax2.plot(*zip(*quick), marker="o", label=f"seed {seed:g}" if suffix else None)
+        reported = first_expected(spec)
+        initial = reported.get("training.bridge.initial_lm_loss")
+        for column, name, color in (("lm_loss", "LM loss", "C0"), ("diversity_loss", "diversity loss", "C1")):
+            points = [(s, v) for s, v in reported_points(reported, "bridge", column) if s <= steps[-1]]
+            if column == "lm_loss" and isinstance(initial, float):
+                points.insert(0, (1, initial))
+            if points:
+                ax1.plot(*zip(*points), "x", color=color, ms=8, label=f"reported {name} (paper profile)")
+        points = [(s, v) for s, v in reported_points(reported, "bridge", "quick_eval_accuracy") if s <= steps[-1]]
+        if points:
+            ax2.plot(*zip(*points), "x", color="k", ms=8, label="reported (paper profile)")
+            ax2.legend(fontsize=7)
         ax1.set_xlabel("step")
         ax1.set_yscale("log")
         ax1.legend(fontsize=7)
