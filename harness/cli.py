@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -156,6 +157,8 @@ def run(spec: Path, profile: str, overrides: tuple[str, ...], device: str, resul
                            device=device, overrides=overrides, show_progress=not quiet)
     _refuse_what_cannot_fit(spec, profile, overrides, device)
     summary = run_spec(spec, settings)
+    if int(os.environ.get("RANK", "0")) > 0:
+        return  # under a multi-process launch only the main process reports and analyses what it wrote
     click.echo(f"\n{summary.name}: done in {summary.wall_seconds:.1f} s -> {summary.run_dir}/")
     if no_analyze:
         return

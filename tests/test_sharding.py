@@ -95,3 +95,27 @@ def _same(a, b, where: str = "") -> None:
             _same(a[key], b[key], f"{where}.{key}")
     else:
         assert a == b, where
+
+
+# one paper spec of every kind: the multi-GPU path on tiny stand-ins before anyone spends GPU hours
+PAPER_SPECS = {"bridge": "boolq", "tre_sweep": "tre_sweep_gemma3_27b", "residual_gain": "residual_gain_paper",
+               "halflife": "halflife_mixtral_8x7b", "alignment": "alignment_adapters_paper"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(PAPER_SPECS))
+def test_every_kind_runs_a_paper_spec_on_tiny_stand_ins_under_two_processes(kind, tmp_path):
+    """Bridge specs shard over both processes; the other kinds run on the main process while the other exits."""
+    from harness import kinds
+    from registry import load_spec
+
+    name = PAPER_SPECS[kind]
+    assert load_spec(REPO / "specs" / f"{name}.yaml", "paper").kind == kind
+    out = subprocess.run([*ACCELERATE_2, "run", f"specs/{name}.yaml", "--profile", "tiny", "--quiet",
+                          "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache")],
+                         cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = json.loads((tmp_path / "results" / name / "run.json").read_text())
+    sharded = getattr(kinds.executor(kind), "DISTRIBUTED", False)
+    assert run["hardware"]["processes"] == (2 if sharded else 1) and run["n_records"] > 0
+    assert (tmp_path / "results" / name / "metrics.json").is_file()
