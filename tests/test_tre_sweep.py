@@ -350,10 +350,12 @@ def test_minimal_spec_reads_its_prompts(tre_spec):
     ("categories: [alpha, betta]\n", "prompts_file",
      "prompts.yaml: prompt 'b1' has category 'beta', which is not in `categories`; did you mean 'betta'?"),
     ("conditions: [neural, baseline, neural]\n", "conditions", "repeated: neural"),
-    ("mapping: {name: cubic}\n", "mapping.name", "unknown name 'cubic' (expected one of: 'sigmoid', 'linear_clip')"),
+    ("mapping: {name: cubic}\n", "mapping.name", "unknown name 'cubic' (expected one of: 'sigmoid', 'linear_clip', 'reconstructed')"),
     ("prompts: [{id: x, category: alpha, text: y}]\n", "prompts",
      "filled in from prompts_file; do not write it in a spec"),
     ("ema_alpha: 0\n", "ema_alpha", "Input should be greater than 0 (got 0)"),
+    ("mapping: {name: reconstructed, centres: {temperature: 0.9, top_p: 0.9, top_k: 20}}\n", "mapping.centres.temperature",
+     "0.9 lies outside ranges.temperature [0.6, 0.8]"),
 ])
 def test_bad_specs_fail_in_one_line_naming_file_and_field(tre_spec, extra, field, message):
     path = tre_spec(extra)
@@ -397,8 +399,8 @@ def test_local_and_paper_specs_share_the_controller_and_prompts():
     assert len(specs) >= 6
     reference = load_spec(REPO / "specs" / "tre_sweep_deepseek_r1_llama70b.yaml", "paper").model_dump()
     for path in specs:
-        if any(probe in path.stem for probe in ("fp16", "int8", "nf4")):
-            continue  # the float16 and quantisation probes are deliberately small
+        if any(probe in path.stem for probe in ("fp16", "int8", "nf4", "reconstructed", "centred")):
+            continue  # the float16 and quantisation probes are deliberately small; the mapping variants differ on purpose
         spec = load_spec(path, "paper" if "local" not in path.stem else "local").model_dump()
         assert {k: spec[k] for k in keys} == {k: reference[k] for k in keys}, path.name
     assert load_spec(REPO / "specs" / "tre_sweep_deepseek_r1_llama70b.yaml", "paper").trials == 5
@@ -419,6 +421,42 @@ def test_the_reported_neural_means_are_not_jointly_attainable_by_one_signal():
     produced = {"temperature": r.temperature.lo + u * (r.temperature.hi - r.temperature.lo),
                 "top_p": r.top_p.lo + u * (r.top_p.hi - r.top_p.lo), "top_k": r.top_k.hi - u * (r.top_k.hi - r.top_k.lo)}
     assert jointly_attainable(implied_signal_levels(spec, produced))
+
+
+@pytest.mark.parametrize("stem", ["deepseek_r1_llama70b", "gemma2_27b", "mixtral_8x22b"])
+def test_the_reconstructed_mapping_meets_the_reported_means_jointly(stem):
+    """Under the reconstructed mapping a calibration-typical signal (u = 0.5) gives every reported mean at once
+    (top_k rounded), so the implied levels agree; under the shared linear map of the same model's spec they do not."""
+    from harness.kinds.tre_sweep.analysis import implied_signal_levels, jointly_attainable
+    from harness.kinds.tre_sweep.signal import params_from_unit
+
+    plain = load_spec(REPO / "specs" / f"tre_sweep_{stem}.yaml", "paper")
+    spec = load_spec(REPO / "specs" / f"tre_sweep_{stem}_reconstructed.yaml", "paper")
+    model = plain.models[0]
+    means = {p: e.value for p in ("temperature", "top_p", "top_k") for e in plain.expected
+             if e.metric == f"{model}.params.neural.{p}.mean"}
+    assert len(means) == 3
+    assert not jointly_attainable(implied_signal_levels(plain, means))
+    assert jointly_attainable(implied_signal_levels(spec, means), tolerance=1e-9)
+    temperature, top_p, top_k = params_from_unit(torch.tensor([0.5], dtype=torch.float64), spec.ranges,
+                                                 spec.mapping.directions, spec.mapping.centres)
+    assert float(temperature) == pytest.approx(means["temperature"]) and float(top_p) == pytest.approx(means["top_p"])
+    assert int(top_k) == round(means["top_k"])
+    low, high = params_from_unit(torch.tensor([0.0, 1.0], dtype=torch.float64), spec.ranges, spec.mapping.directions,
+                                 spec.mapping.centres)[0]
+    assert (float(low), float(high)) == (spec.ranges.temperature.lo, spec.ranges.temperature.hi)
+
+
+def test_ranges_centred_on_the_baseline_give_a_typical_token_the_baseline_parameters():
+    from harness.kinds.tre_sweep.signal import params_from_unit
+
+    spec = load_spec(REPO / "specs" / "tre_sweep_smollm2_centred_local.yaml", "local")
+    default = load_spec(REPO / "specs" / "tre_sweep_smollm2_local.yaml", "local")
+    typical = torch.tensor([0.5], dtype=torch.float64)  # sigmoid(0): a calibration-typical signal
+    t, p, k = params_from_unit(typical, spec.ranges, spec.mapping.directions)
+    assert (float(t), float(p), int(k)) == pytest.approx((spec.baseline.temperature, spec.baseline.top_p, spec.baseline.top_k))
+    t, p, k = params_from_unit(typical, default.ranges, default.mapping.directions)
+    assert float(p) > default.baseline.top_p and int(k) < default.baseline.top_k  # the design consequence
 
 
 def test_the_reports_findings_get_verdicts_by_their_stated_rule():

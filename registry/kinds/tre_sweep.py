@@ -157,7 +157,27 @@ class LinearClipMapping(StrictModel):
     directions: Directions = Field(default_factory=Directions)
 
 
-SignalMapping = Annotated[Union[SigmoidMapping, LinearClipMapping], Field(discriminator="name")]
+class Centres(StrictModel):
+    temperature: float = Field(gt=0)
+    top_p: float = Field(gt=0, le=1)
+    top_k: float = Field(ge=1)
+
+
+class ReconstructedMapping(StrictModel):
+    """A "reconstructed" alternative that can meet a report's per-parameter means jointly: u = sigmoid(gain * s)
+    as for `sigmoid`, then each parameter is placed piecewise-linearly so that u = 0.5 (a calibration-typical
+    signal) gives its `centre` and u = 0 / 1 the ends of its range (direction up: lo at 0, hi at 1; down: the
+    reverse). With the centres at a report's neural means and the ranges at its observed min / max, a typical
+    token reproduces those means by construction, so they confirm nothing; only the diversity outcomes test
+    anything."""
+
+    name: Literal["reconstructed"]
+    gain: float = Field(1.0, gt=0)
+    directions: Directions = Field(default_factory=Directions)
+    centres: Centres = Field(description="Each parameter's value at a typical signal (u = 0.5); inside its range")
+
+
+SignalMapping = Annotated[Union[SigmoidMapping, LinearClipMapping, ReconstructedMapping], Field(discriminator="name")]
 
 
 class Calibration(StrictModel):
@@ -301,6 +321,16 @@ class TRESweepSpec(SpecBase):
                 and self.use_per_category > self.prompts_per_category:
             raise ValueError(f"use_per_category ({self.use_per_category}) exceeds prompts_per_category "
                              f"({self.prompts_per_category})")
+        return self
+
+    @model_validator(mode="after")
+    def _centres_inside_ranges(self):
+        if isinstance(self.mapping, ReconstructedMapping):
+            for param in SAMPLING_PARAMS:
+                centre, bounds = getattr(self.mapping.centres, param), getattr(self.ranges, param)
+                if not bounds.lo <= centre <= bounds.hi:
+                    raise ValueError(f"mapping.centres.{param}: {centre:g} lies outside ranges.{param} "
+                                     f"[{bounds.lo:g}, {bounds.hi:g}]")
         return self
 
     def input_files(self) -> list[str]:

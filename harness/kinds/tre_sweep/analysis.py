@@ -15,6 +15,7 @@ import numpy as np
 
 from harness import stats
 from harness.report.tables import Analysis, Column, Table
+from harness.kinds.tre_sweep.signal import unit_for_value
 from harness.kinds.tre_sweep.text_metrics import generation_metrics, mean_pairwise_jaccard, words
 from registry.kinds.tre_sweep import SAMPLING_PARAMS as PARAMS, TRESweepSpec
 
@@ -100,14 +101,17 @@ def analyze(spec: TRESweepSpec, records: list[dict], curves: list[dict] | None =
 
 
 def implied_signal_levels(spec: TRESweepSpec, means: dict[str, float]) -> dict[str, float]:
-    """The mean mapped signal u in [0, 1] that each parameter's mean implies under this controller
-    (parameter = lo + u (hi - lo), or hi - u (hi - lo) for direction `down`). One signal drives all three
-    through linear maps, so means the controller can produce imply one level (up to top_k's rounding)."""
+    """The mean mapped signal u in [0, 1] that each parameter's mean implies under this controller's
+    placement (linear: parameter = lo + u (hi - lo), or hi - u (hi - lo) for direction `down`; the
+    `reconstructed` mapping: piecewise-linear through its centre at u = 0.5). One signal drives all three,
+    so means the controller can produce imply one level (up to top_k's rounding and the nonlinearity of
+    averaging a piecewise map)."""
+    centres = getattr(spec.mapping, "centres", None)
     levels = {}
     for param, mean in means.items():
         r = getattr(spec.ranges, param)
-        u = (mean - r.lo) / (r.hi - r.lo)
-        levels[param] = 1 - u if getattr(spec.mapping.directions, param) == "down" else u
+        levels[param] = unit_for_value(mean, r.lo, r.hi, getattr(spec.mapping.directions, param),
+                                       getattr(centres, param) if centres is not None else None)
     return levels
 
 

@@ -86,5 +86,5 @@ class NeuralController:
         raw = (aggregate(z, self.aggregate_how) - self.calibration.signal_mean) / self.calibration.signal_std
         smooth = self.ema.update(raw)
         temperature, top_p, top_k = params_from_unit(unit_from_signal(self.mapping, smooth), self.ranges,
-                                                     self.mapping.directions)
+                                                     self.mapping.directions, getattr(self.mapping, "centres", None))
         return StepParams(temperature, top_p, top_k, raw, smooth)

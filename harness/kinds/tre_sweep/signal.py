@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from registry.kinds.tre_sweep import Directions, Ranges
+from registry.kinds.tre_sweep import Centres, Directions, Ranges
 
 
 def standardise(values: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -46,7 +46,8 @@ def _linear_clip(signal: torch.Tensor, gain: float) -> torch.Tensor:
 
 
 # A new mapping: a model in registry/kinds/tre_sweep.py (SignalMapping) and a function here.
-MAPPINGS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {"sigmoid": _sigmoid, "linear_clip": _linear_clip}
+MAPPINGS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+    "sigmoid": _sigmoid, "linear_clip": _linear_clip, "reconstructed": _sigmoid}
 
 
 def unit_from_signal(mapping, signal: torch.Tensor) -> torch.Tensor:
@@ -54,15 +55,34 @@ def unit_from_signal(mapping, signal: torch.Tensor) -> torch.Tensor:
     return MAPPINGS[mapping.name](torch.nan_to_num(signal.double(), nan=0.0), mapping.gain)
 
 
-def _place(u: torch.Tensor, lo: float, hi: float, direction: str) -> torch.Tensor:
-    value = lo + u * (hi - lo) if direction == "up" else hi - u * (hi - lo)
+def _place(u: torch.Tensor, lo: float, hi: float, direction: str, centre: float | None = None) -> torch.Tensor:
+    """lo + u (hi - lo) (direction up) or its mirror (down); with a centre, piecewise-linear through
+    (0, lo), (0.5, centre), (1, hi) instead (the `reconstructed` mapping)."""
+    v = u if direction == "up" else 1 - u
+    if centre is None:
+        value = lo + v * (hi - lo)
+    else:
+        value = torch.where(v <= 0.5, lo + 2 * v * (centre - lo), centre + (2 * v - 1) * (hi - centre))
     return value.clamp(lo, hi)
 
 
-def params_from_unit(u: torch.Tensor, ranges: Ranges, directions: Directions) -> tuple[torch.Tensor, ...]:
-    temperature = _place(u, ranges.temperature.lo, ranges.temperature.hi, directions.temperature)
-    top_p = _place(u, ranges.top_p.lo, ranges.top_p.hi, directions.top_p)
-    top_k = _place(u, ranges.top_k.lo, ranges.top_k.hi, directions.top_k).round().long()
+def unit_for_value(value: float, lo: float, hi: float, direction: str, centre: float | None = None) -> float:
+    """The u that `_place` maps to `value` (the inverse of its map on [lo, hi])."""
+    if centre is None:
+        v = (value - lo) / (hi - lo)
+    elif value <= centre:
+        v = 0.5 * (value - lo) / (centre - lo) if centre > lo else 0.5
+    else:
+        v = 0.5 + 0.5 * (value - centre) / (hi - centre)
+    return v if direction == "up" else 1 - v
+
+
+def params_from_unit(u: torch.Tensor, ranges: Ranges, directions: Directions,
+                     centres: Centres | None = None) -> tuple[torch.Tensor, ...]:
+    centre = (lambda name: getattr(centres, name)) if centres is not None else (lambda name: None)  # noqa: E731
+    temperature = _place(u, ranges.temperature.lo, ranges.temperature.hi, directions.temperature, centre("temperature"))
+    top_p = _place(u, ranges.top_p.lo, ranges.top_p.hi, directions.top_p, centre("top_p"))
+    top_k = _place(u, ranges.top_k.lo, ranges.top_k.hi, directions.top_k, centre("top_k")).round().long()
     return temperature, top_p, top_k.clamp(ranges.top_k.lo, ranges.top_k.hi)
 
 
