@@ -71,8 +71,8 @@ def _tiny_training(tmp_path, steps=6):
     module = nn.Linear(3, 1)
     data = torch.randn(16, 3)
 
-    def loss(indices):
-        value = module(data[indices]).pow(2).mean()
+    def loss(step):
+        value = step.item_mean(module(data[step.local]).pow(2).mean())
         return {"total": value, "lm": value}
 
     spec = TrainingSpec(steps=steps, batch_size=4, warmup_steps=1, checkpoint_every=2, quick_eval_every=100)
