@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,14 +46,15 @@ def test_more_processes_than_batch_items_is_one_line_before_any_work(tmp_path):
     assert not (tmp_path / "results" / "banking77_16tok").exists()
 
 
-def _run(tmp_path: Path, name: str, launcher: list[str]) -> Path:
+def _run(tmp_path: Path, name: str, launcher: list[str], spec: str = "banking77_16tok",
+         options: tuple[str, ...] = ("--set", "training.seeds=[0]")) -> Path:
     results = tmp_path / name
-    out = subprocess.run([*launcher, "run", "specs/banking77_16tok.yaml", "--profile", "tiny", "--quiet", "--no-analyze",
-                          "--set", "training.seeds=[0]", "--results-dir", str(results),
+    out = subprocess.run([*launcher, "run", f"specs/{spec}.yaml", "--profile", "tiny", "--quiet", "--no-analyze",
+                          *options, "--results-dir", str(results),
                           "--cache-dir", str(tmp_path / f"cache-{name}")],  # separate caches: nothing trained is reused
                          cwd=REPO, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    return results / "banking77_16tok"
+    return results / spec
 
 
 def _curves(run: Path) -> list[dict]:
@@ -97,6 +99,103 @@ def _same(a, b, where: str = "") -> None:
         assert a == b, where
 
 
+@pytest.mark.slow
+def test_two_processes_train_and_evaluate_adapters_like_one(tmp_path):
+    """The alignment kind under two processes: baselines, injections and the adapters' generations split over
+    the processes, every training and validation batch sharded with averaged gradients; the epoch and batch
+    logs equal the one-process run's within float tolerance and the generations are identical."""
+    one = _run(tmp_path, "one", [sys.executable, "-m", "harness.cli"], "alignment_adapters_local", ())
+    two = _run(tmp_path, "two", ACCELERATE_2, "alignment_adapters_local", ())
+    assert json.loads((two / "run.json").read_text())["hardware"]["processes"] == 2
+    curves_one, curves_two = _curves(one), _curves(two)
+    assert len(curves_one) == len(curves_two) > 0
+    assert {r["event"] for r in curves_one} == {"batch", "epoch"}
+    for a, b in zip(curves_one, curves_two):
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            try:
+                expected = float(value)
+            except ValueError:
+                assert b[key] == value, (a["adapter"], a["epoch"], key)  # texts, names, directions
+                continue
+            if key != "seconds":
+                assert float(b[key]) == pytest.approx(expected, rel=1e-4, abs=1e-5), (a["adapter"], a["epoch"], key)
+    rows_one, rows_two = (_rows(run) for run in (one, two))
+    assert len(rows_one) == len(rows_two) > 0
+    for a, b in zip(rows_one, rows_two):
+        _same(a, b)
+
+
+RESUME_SCRIPT = """
+import json, sys
+from pathlib import Path
+import torch
+from torch import nn
+from harness.context import Processes
+from harness.kinds.bridge.training import train
+from registry.kinds.bridge import TrainingSpec
+
+out, interrupt = Path(sys.argv[1]), sys.argv[2] == "interrupt"
+processes = Processes.current("cpu")
+data = torch.randn(16, 3, generator=torch.Generator().manual_seed(1))
+spec = TrainingSpec(steps=6, batch_size=4, warmup_steps=1, checkpoint_every=2, quick_eval_every=100)
+
+
+def attempt(crash_at=None):
+    torch.manual_seed(0)
+    module = nn.Linear(3, 1)
+    calls = []
+
+    def loss(step):
+        calls.append(1)
+        if len(calls) == crash_at:
+            raise KeyboardInterrupt  # the run is cut off before this step
+        value = step.item_mean(module(data[step.local]).pow(2).mean())
+        return {"total": value, "lm": value}
+
+    result = train(module, loss, n_items=16, steps=6, spec=spec, lr=0.1, seed=0, checkpoint=out / "m.pt",
+                   label="m", processes=processes)
+    return result, module
+
+
+if interrupt:
+    try:
+        attempt(crash_at=5)  # steps 1-4 run and the checkpoint of step 4 is written
+    except KeyboardInterrupt:
+        pass
+    processes.wait()
+result, module = attempt()
+if processes.is_main:
+    (out / "result.json").write_text(json.dumps({"log": result.log, "resumed_from": result.resumed_from,
+                                                 "weight": module.weight.tolist()}))
+"""
+
+
+@pytest.mark.slow
+def test_training_cut_off_under_two_processes_resumes_like_an_uninterrupted_run(tmp_path):
+    """A run cut off after step 4 of 6 under two processes resumes from the checkpoint the main process wrote
+    and ends with the log and weights of an uninterrupted one-process run."""
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME_SCRIPT)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    plain = subprocess.run([sys.executable, str(script), str(tmp_path / "one"), "whole"], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    launched = subprocess.run([*ACCELERATE_2[:-2], str(script), str(tmp_path / "two"), "interrupt"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    whole = json.loads((tmp_path / "one" / "result.json").read_text())
+    resumed = json.loads((tmp_path / "two" / "result.json").read_text())
+    assert whole["resumed_from"] == 0 and resumed["resumed_from"] == 4
+    assert [r["step"] for r in resumed["log"]] == [r["step"] for r in whole["log"]] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(whole["log"], resumed["log"]):
+        for key in ("total_loss", "lm_loss", "grad_norm", "lr"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (a["step"], key)
+    assert resumed["weight"][0] == pytest.approx(whole["weight"][0], rel=1e-5, abs=1e-7)
+
+
 # one paper spec of every kind: the multi-GPU path on tiny stand-ins before anyone spends GPU hours
 PAPER_SPECS = {"bridge": "boolq", "tre_sweep": "tre_sweep_gemma3_27b", "residual_gain": "residual_gain_paper",
                "halflife": "halflife_mixtral_8x7b", "alignment": "alignment_adapters_paper"}
@@ -105,7 +204,8 @@ PAPER_SPECS = {"bridge": "boolq", "tre_sweep": "tre_sweep_gemma3_27b", "residual
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(PAPER_SPECS))
 def test_every_kind_runs_a_paper_spec_on_tiny_stand_ins_under_two_processes(kind, tmp_path):
-    """Bridge specs shard over both processes; the other kinds run on the main process while the other exits."""
+    """Bridge and alignment specs shard over both processes; the other kinds run on the main process while the
+    other exits."""
     from harness import kinds
     from registry import load_spec
 

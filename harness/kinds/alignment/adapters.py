@@ -21,6 +21,7 @@ from torch import nn
 from harness.kinds.alignment import maps as M
 from harness.kinds.alignment.states import encode, layer_states
 from harness.models import check_finite
+from harness.sharding import Step
 from registry.kinds.alignment import Adapter
 
 
@@ -126,18 +127,22 @@ def infonce(adapted_pooled: torch.Tensor, target_pooled: torch.Tensor, temperatu
 
 
 def batch_loss(adapters: dict[int, StateAdapter], pairs: list[tuple[int, int]], weights: list[float], items: list[Item],
-               tgt, config: Adapter) -> tuple[torch.Tensor, dict]:
-    """Weighted sum over layers of mean LM loss + weight x InfoNCE; also the parts, for the log."""
+               step: Step, tgt, config: Adapter) -> tuple[torch.Tensor, dict]:
+    """Weighted sum over layers of mean LM loss + weight x InfoNCE over the batch `items`, of which this process
+    computes its shard `step.local` (indices into `items`, possibly none); values are the whole batch's (see
+    harness.sharding), and the loss has no gradient on a process whose shard is empty. Also the parts, for the log."""
+    local = [items[i] for i in step.local]
     total, lm_parts, nce_parts, nce_raw = 0.0, [], [], []
     for (ls, lt), weight in zip(pairs, weights):
         adapter = adapters[ls]
-        adapted = [adapter(item.source_states[ls]) for item in items]
-        lm = torch.stack([lm_loss(tgt, lt, a, item.continuation) for a, item in zip(adapted, items)]).mean()
+        adapted = [adapter(item.source_states[ls]) for item in local]
+        lm = step.mean_of([lm_loss(tgt, lt, a, item.continuation) for a, item in zip(adapted, local)], tgt.device)
         loss = lm
         if len(items) > 1 and config.infonce.weight > 0:
-            nce = infonce(torch.stack([a[i.source_content].mean(0) for a, i in zip(adapted, items)]),
-                          torch.stack([i.target_pooled[lt] for i in items]),
-                          config.infonce.temperature)
+            targets = torch.stack([i.target_pooled[lt] for i in items])
+            pooled = [a[i.source_content].mean(0) for a, i in zip(adapted, local)]
+            nce = step.over_batch(torch.stack(pooled) if pooled else targets.new_zeros((0, targets.shape[1])),
+                                  lambda rows: infonce(rows, targets, config.infonce.temperature))
             loss = loss + config.infonce.weight * nce
             nce_parts.append(float(nce.detach()) - math.log(len(items)))
             nce_raw.append(float(nce.detach()))

@@ -1,7 +1,11 @@
 """Alignment, the run: same-model baselines, then per direction and layer the paired calibration states,
 each map's fit and held-out metrics, and the target's generations from the mapped source states; then
 the adapters, if any. Every generation is scored here (it needs the models); levels and tables are the
-analysis's."""
+analysis's.
+
+Under `accelerate launch --num_processes N` every process loads both models and computes the calibration
+states; generations (baselines, injections, the adapters' per-epoch ones) and every adapter batch are
+split over the processes and gathered in order, so the records equal a one-process run's."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from harness.kinds.alignment import maps as M
 from harness.kinds.alignment.adapters import make_items
 from harness.kinds.alignment.inject import continuation_nll, distinct_2, greedy, kl, reference_nll, repetition_rate
 from harness.kinds.alignment.states import encode, layer_states, paired_states
+from harness.sharding import map_sharded
 from registry.errors import SpecError
 from registry.kinds.alignment import AlignmentSpec, resolve_layer
 
@@ -56,6 +61,9 @@ def score(spec, target, native_prompt: list[int], tokens: list[int], first: torc
             "kl_first": kl(native_first, first)}
 
 
+DISTRIBUTED = True  # under `accelerate launch`, every process generates its share and trains on its shards
+
+
 def run(spec: AlignmentSpec, ctx: RunContext) -> RunOutput:
     with ctx.phase("load_models"):
         lms = {name: ctx.models.get(name, spec.dtype) for name in spec.model_names()}
@@ -66,14 +74,19 @@ def run(spec: AlignmentSpec, ctx: RunContext) -> RunOutput:
     native_first: dict[str, list[torch.Tensor]] = {}
     with ctx.phase("baselines"):
         for name, lm in lms.items():
-            native_first[name] = []
-            for i, prompt in enumerate(spec.prompts):
-                tokens, first = greedy(lm, spec.max_new_tokens, prompt_ids=prompt_ids[name][i])
-                native_first[name].append(first)
+            def baseline(indices, lm=lm, name=name):
+                out = []
+                for i in indices:
+                    tokens, first = greedy(lm, spec.max_new_tokens, prompt_ids=prompt_ids[name][i])
+                    out.append((first, score(spec, lm, prompt_ids[name][i], tokens, first, first)))
+                return out
+
+            results = map_sharded(baseline, list(range(len(spec.prompts))), ctx.processes)
+            native_first[name] = [first for first, _ in results]
+            for i, (prompt, (_, scored)) in enumerate(zip(spec.prompts, results)):
                 records.append({"record": "generation", "condition": "baseline", "source": name, "target": name,
                                 "map": "baseline", "layer_fraction": None, "source_layer": None, "target_layer": None,
-                                "prompt_index": i, "prompt": prompt,
-                                **score(spec, lm, prompt_ids[name][i], tokens, first, first)})
+                                "prompt_index": i, "prompt": prompt, **scored})
 
     texts, heldout = calibration_texts(spec, ctx)
     a_name, b_name = spec.source_model, spec.target_model
@@ -107,14 +120,21 @@ def run(spec: AlignmentSpec, ctx: RunContext) -> RunOutput:
                                     "fit_pairs": int((~is_held).sum()), "heldout_pairs": int(is_held.sum()),
                                     **M.alignment_metrics(mapped, x[is_held], y[is_held])})
                 with ctx.phase(f"inject.{map_name}"):
-                    for i, prompt in enumerate(spec.prompts):
-                        tokens, first = greedy(tgt, spec.max_new_tokens, states=state_map(prompt_states[i]), layer=lt)
+                    def inject(indices, tgt=tgt, tgt_name=tgt_name, state_map=state_map, prompt_states=prompt_states,
+                               lt=lt):
+                        out = []
+                        for i in indices:
+                            tokens, first = greedy(tgt, spec.max_new_tokens, states=state_map(prompt_states[i]), layer=lt)
+                            out.append(score(spec, tgt, prompt_ids[tgt_name][i], tokens, first, native_first[tgt_name][i]))
+                            bar.update(1)
+                        return out
+
+                    scored = map_sharded(inject, list(range(len(spec.prompts))), ctx.processes)
+                    for i, (prompt, result) in enumerate(zip(spec.prompts, scored)):
                         records.append({"record": "generation", "condition": "injected", "source": src_name,
                                         "target": tgt_name, "map": map_name, "layer_fraction": fraction,
                                         "source_layer": ls, "target_layer": lt, "prompt_index": i, "prompt": prompt,
-                                        **score(spec, tgt, prompt_ids[tgt_name][i], tokens, first,
-                                                native_first[tgt_name][i])})
-                        bar.update(1)
+                                        **result})
     bar.close()
     curves = train_adapters(spec, ctx, lms, states, is_held, texts, heldout, prompt_ids, records) if spec.adapters else []
     return RunOutput(records=records, curves=curves)

@@ -1,5 +1,9 @@
 """Adapter training with per-epoch evaluation (validation loss, held-out CKA / cosine / relative MSE, the
-prompts' injected generations) and early stopping, as the report asked for."""
+prompts' injected generations) and early stopping, as the report asked for.
+
+Under `accelerate launch --num_processes N` every process holds both models and all items; each computes
+its shard of every training and validation batch and of the prompts' generations, gradients are averaged
+before each optimiser step, so the log equals a one-process run's (see harness.sharding)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import torch
 from harness.kinds.alignment import adapters as A
 from harness.kinds.alignment import maps as M
 from harness.kinds.alignment.inject import continuation_nll, greedy
+from harness.sharding import Step, average_gradients, map_sharded
 from registry.kinds.alignment import Adapter, resolve_layer
 
 
@@ -21,10 +26,11 @@ def _freeze(lm) -> None:
 
 
 @torch.no_grad()
-def _validation(adapters, pairs, weights, items, tgt, config: Adapter) -> tuple[float, float, float | None]:
+def _validation(adapters, pairs, weights, items, tgt, config: Adapter, processes) -> tuple[float, float, float | None]:
     totals, lms, nces = [], [], []
     for batch in A.batches(items, config.batch_size, "validation"):
-        loss, parts = A.batch_loss(adapters, pairs, weights, batch, tgt, config)
+        step = Step(list(range(len(batch))), processes, allow_empty_shards=True)
+        loss, parts = A.batch_loss(adapters, pairs, weights, batch, step, tgt, config)
         totals.append(float(loss))
         lms.append(parts["lm_loss"])
         if parts["infonce_minus_chance"] is not None:
@@ -33,15 +39,18 @@ def _validation(adapters, pairs, weights, items, tgt, config: Adapter) -> tuple[
 
 
 @torch.no_grad()
-def _generations(adapter, ls, lt, src_prompt_states, tgt, tgt_prompts, reference: float, max_new_tokens: int):
-    ratios, texts = [], []
-    for states, prompt_ids in zip(src_prompt_states, tgt_prompts):
-        tokens, _ = greedy(tgt, max_new_tokens, states=adapter(states[ls]), layer=lt)
-        nll = continuation_nll(tgt, prompt_ids, tokens)
-        if nll is not None:
-            ratios.append(nll - reference)
-        texts.append(tgt.tokenizer.decode(tokens))
-    return (float(np.mean(ratios)) if ratios else None), texts
+def _generations(adapter, ls, lt, src_prompt_states, tgt, tgt_prompts, reference: float, max_new_tokens: int,
+                 processes):
+    def generate(pairs):
+        out = []
+        for states, prompt_ids in pairs:
+            tokens, _ = greedy(tgt, max_new_tokens, states=adapter(states[ls]), layer=lt)
+            out.append((continuation_nll(tgt, prompt_ids, tokens), tgt.tokenizer.decode(tokens)))
+        return out
+
+    scored = map_sharded(generate, list(zip(src_prompt_states, tgt_prompts)), processes)
+    ratios = [nll - reference for nll, _ in scored if nll is not None]
+    return (float(np.mean(ratios)) if ratios else None), [text for _, text in scored]
 
 
 def train(name: str, config: Adapter, src, tgt, starts: dict, held_states: dict, train_items, val_items,
@@ -58,6 +67,7 @@ def train(name: str, config: Adapter, src, tgt, starts: dict, held_states: dict,
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     stopper = A.EarlyStop(config.early_stopping.patience, config.early_stopping.min_delta) if config.early_stopping else None
     direction = f"{src.name}_to_{tgt.name}"
+    processes = ctx.processes  # a batch smaller than the process count leaves some shards empty
     rows: list[dict] = []
     step = 0
     per_epoch = math.ceil(len(train_items) / config.batch_size)
@@ -65,13 +75,13 @@ def train(name: str, config: Adapter, src, tgt, starts: dict, held_states: dict,
 
     def evaluate(epoch: int, step: int, train_losses: list[float], seconds: float) -> bool:
         """Validation loss, held-out alignment and the prompts' generations; True when early stopping fires."""
-        val_loss, val_lm, val_nce = _validation(adapters, pairs, weights, val_items, tgt, config)
+        val_loss, val_lm, val_nce = _validation(adapters, pairs, weights, val_items, tgt, config, processes)
         stop = bool(stopper and stopper(val_loss))  # epoch 0 sets the starting best
         for (ls, lt), fraction in zip(pairs, config.layers):
             with torch.no_grad():
                 metrics = M.alignment_metrics(adapters[ls](xh[ls]), xh[ls], yh[lt])
             ratio, texts = _generations(adapters[ls], ls, lt, prompt_states, tgt, tgt_prompts, reference_nll,
-                                        spec.max_new_tokens)
+                                        spec.max_new_tokens, processes)
             rows.append({"event": "epoch", "adapter": name, "type": config.type, "direction": direction,
                          "layer_fraction": fraction, "source_layer": ls, "target_layer": lt, "epoch": epoch,
                          "steps": step, "batches": len(train_losses), "seconds": round(seconds, 3),
@@ -89,14 +99,17 @@ def train(name: str, config: Adapter, src, tgt, starts: dict, held_states: dict,
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         for k, batch in enumerate(A.batches(train_items, config.batch_size, f"{spec.seed}:{epoch}"), 1):
-            loss, parts = A.batch_loss(adapters, pairs, weights, batch, tgt, config)
+            shards = Step(list(range(len(batch))), processes, allow_empty_shards=True)
+            loss, parts = A.batch_loss(adapters, pairs, weights, batch, shards, tgt, config)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{name} {direction}: the adapter loss became {float(loss)} in epoch {epoch}")
-            (loss / config.grad_accumulation).backward()
+            if loss.requires_grad:  # not on a process whose shard of the batch is empty
+                (loss / config.grad_accumulation).backward()
             train_losses.append(float(loss.detach()))
             row = {"event": "batch", "adapter": name, "direction": direction, "epoch": epoch, "batch": k,
                    "loss": train_losses[-1], **parts}
             if k % config.grad_accumulation == 0 or k == per_epoch:
+                average_gradients(params, processes)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
