@@ -74,14 +74,11 @@ def _global_value(local: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
 class Step:
     """One training step's global batch and this process's shard of it."""
 
-    def __init__(self, indices: list[int], processes: Processes, allow_empty_shards: bool = False):
-        """allow_empty_shards: a batch smaller than the process count leaves some shards empty (losses built
-        with `mean_of` and `over_batch` allow that); otherwise it is refused."""
+    def __init__(self, indices: list[int], processes: Processes):
         self.all = indices
         self.local = shard(indices, processes)
         self.processes = processes
-        if not allow_empty_shards:
-            require_shards(len(indices), processes, "the global batch")
+        require_shards(len(indices), processes, "the global batch")
 
     def token_mean(self, losses: torch.Tensor) -> torch.Tensor:
         """Mean of per-token losses over the global batch (each process holds its shard's tokens)."""
@@ -99,14 +96,6 @@ class Step:
         share = len(self.local) / len(self.all)
         value = _all_reduce_sum(local_mean.detach().float() * share)
         return _global_value(local_mean * share * self.processes.count, value)
-
-    def mean_of(self, values: list[torch.Tensor], device: torch.device | None = None) -> torch.Tensor:
-        """The global batch's mean of per-item values (0-d), of which this process holds its shard's, possibly none."""
-        if not _distributed(self.processes):
-            return torch.stack(values).mean()
-        local_sum = torch.stack(values).sum() if values else torch.zeros((), device=device)
-        total = _all_reduce_sum(local_sum.detach().float())
-        return _global_value(local_sum * self.processes.count / len(self.all), total / len(self.all))
 
     def over_batch(self, local: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """fn of the whole batch's rows (e.g. a diversity loss across items), differentiable in this shard's rows."""
