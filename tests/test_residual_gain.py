@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,7 +32,9 @@ def _reference(model_name: str, text: str) -> dict:
     with torch.no_grad():
         pre_last = model(**ids, output_hidden_states=True).hidden_states[-1][0, -1].norm().item()
     weight = model.get_output_embeddings().weight.double()
+    early = math.ceil(0.25 * (len(hs) - 1))  # the spec's early_layers_fraction over the blocks
     return {
+        "plateau_norm": float(np.median(hs[early + 1:-1])),  # hs[-1] (post-norm) is never in the plateau
         "last_gain_pre_norm": pre_last / hs[-2],
         "last_gain_post_norm": hs[-1] / hs[-2],
         "cumulative_energy": pre_last / hs[0],
@@ -61,14 +64,15 @@ def test_run_directory_is_complete(tiny_paper_run):
 def test_gains_match_independently_recomputed_norms(tiny_paper_run, model, tmp_path):
     if model not in load_spec(PAPER, "tiny").models:  # mixtral is not in this spec; run it directly
         settings = RunSettings(profile="tiny", results_dir=tmp_path, cache_dir=tmp_path, device="cpu", show_progress=False)
-        run_dir = run_spec(PAPER, RunSettings(**{**settings.__dict__, "overrides": (f"models=[{model}]", "pairs=[]")})).run_dir
+        run_dir = run_spec(PAPER, RunSettings(**{**settings.__dict__, "overrides": (f"models=[{model}]", "pairs=[]", "ratios=[]")})).run_dir
     else:
         run_dir = tiny_paper_run.run_dir
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for prompt_id, text in (("capital_france", "The capital of France is"),
                             ("quick_fox", "The quick brown fox jumps over the lazy dog.")):
         ref = _reference(model, text)
-        for key in ("last_gain_pre_norm", "last_gain_post_norm", "cumulative_energy", "emb_gain", "embedding_norm"):
+        for key in ("last_gain_pre_norm", "last_gain_post_norm", "cumulative_energy", "emb_gain", "embedding_norm",
+                    "plateau_norm"):
             assert metrics[f"{model}.{key}.{prompt_id}"] == pytest.approx(ref[key], rel=1e-4), key
         assert metrics[f"{model}.next_token_entropy.{prompt_id}"] == pytest.approx(ref["entropy"], rel=1e-4)
         assert metrics[f"{model}.effective_amplification.{prompt_id}"] == pytest.approx(
@@ -92,6 +96,17 @@ def test_base_vs_instruct_pair_is_reported(tiny_paper_run):
     assert metrics["pair.llama31_8b.llama31_8b_instruct.last_gain_change"] == pytest.approx(sum(inst) / sum(base) - 1)
 
 
+def test_cross_model_ratios_are_of_independently_recomputed_gains(tiny_paper_run):
+    metrics = json.loads((tiny_paper_run.run_dir / "metrics.json").read_text())
+    for num, den, prompt_id, text in (("llama31_8b", "mistral7b_v01", "capital_france", "The capital of France is"),
+                                      ("llama31_8b", "llama2_7b", "quick_fox", "The quick brown fox jumps over the lazy dog.")):
+        a, b = _reference(num, text), _reference(den, text)
+        for reading in ("last_gain_pre_norm", "last_gain_post_norm"):
+            assert metrics[f"ratio.{num}.{den}.{reading}.{prompt_id}"] == pytest.approx(a[reading] / b[reading], rel=1e-4)
+    thetas = [model_entry(m).sources["tiny"].config["rope_theta"] for m in ("llama31_8b", "llama2_7b")]
+    assert metrics["ratio.llama31_8b.llama2_7b.rope_theta"] == pytest.approx(thetas[0] / thetas[1]) == 50
+
+
 @pytest.mark.slow
 def test_same_spec_profile_and_seed_give_the_same_metrics(tmp_path):
     spec = REPO / "specs" / "residual_gain_local.yaml"
@@ -108,7 +123,7 @@ def test_same_spec_profile_and_seed_give_the_same_metrics(tmp_path):
 @pytest.mark.slow
 def test_a_crash_leaves_the_previous_result_untouched(tmp_path, monkeypatch):
     settings = RunSettings(profile="tiny", results_dir=tmp_path, cache_dir=tmp_path / "cache", device="cpu",
-                           show_progress=False, overrides=("models=[llama2_7b]", "pairs=[]"))
+                           show_progress=False, overrides=("models=[llama2_7b]", "pairs=[]", "ratios=[]"))
     run_dir = run_spec(PAPER, settings).run_dir
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
 

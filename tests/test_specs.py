@@ -144,6 +144,13 @@ def test_pairs_must_use_listed_models(write_spec):
     assert "pairs.0.instruct: 'llama31_8b_instruct' is not in `models`" in _error(path)
 
 
+def test_ratios_must_use_listed_models_and_prompts(write_spec):
+    path = write_spec(MINIMAL_RESIDUAL + "ratios: [{numerator: llama31_8b, denominator: mistral7b_v01, prompt: a}]\n")
+    assert "ratios.0.denominator: 'mistral7b_v01' is not in `models`" in _error(path)
+    path = write_spec(MINIMAL_RESIDUAL + "ratios: [{numerator: llama31_8b, denominator: llama31_8b, prompt: zz}]\n", "p.yaml")
+    assert "ratios.0.prompt: 'zz' is not a prompt id" in _error(path)
+
+
 def test_duplicate_prompt_ids(write_spec):
     path = write_spec(MINIMAL_RESIDUAL + "  - {id: a, text: again}\n")
     assert "prompt ids must be unique; repeated: a" in _error(path)

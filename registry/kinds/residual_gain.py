@@ -22,6 +22,15 @@ class BaseInstructPair(StrictModel):
     instruct: ModelName
 
 
+class GainRatio(StrictModel):
+    """One model's last-layer gain over another's on one prompt (and their RoPE theta ratio), as the report
+    compares them ("Ratio: 0.35" for LLaMA-3.1 over Mistral)."""
+
+    numerator: ModelName
+    denominator: ModelName
+    prompt: str = Field(description="A prompt id from `prompts`")
+
+
 class ResidualGainSpec(SpecBase):
     """Per-layer residual-stream norms and gains, W_U spectral norm and entropy per prompt.
 
@@ -31,13 +40,16 @@ class ResidualGainSpec(SpecBase):
     - last-layer gain (post-norm) = ||final_norm(h_last)|| / ||h_{last-1}||, which is what
       transformers' hidden_states[-1] / hidden_states[-2] gives;
     - cumulative energy = product of all block gains = ||h_last|| / ||h_0||;
-    - effective amplification = last-layer gain (pre-norm) x sigma_max(W_U).
+    - effective amplification = last-layer gain (pre-norm) x sigma_max(W_U);
+    - plateau norm = median (and range) of the block-output norms after the early region
+      (`early_layers_fraction`) and before the last block, where the report sees a "stable plateau".
     """
 
     kind: Literal["residual_gain"]
     models: ModelList
     prompts: list[Prompt] = Field(min_length=1)
     pairs: list[BaseInstructPair] = Field(default_factory=list, description="Base-vs-instruct comparisons")
+    ratios: list[GainRatio] = Field(default_factory=list, description="Cross-model last-gain ratios to report")
     early_layers_fraction: float = Field(
         0.25, gt=0, le=1, description="The 'largest early gain' is searched in this leading fraction of blocks"
     )
@@ -59,6 +71,13 @@ class ResidualGainSpec(SpecBase):
             for role in ("base", "instruct"):
                 if getattr(pair, role) not in self.models:
                     raise ValueError(f"pairs.{i}.{role}: {getattr(pair, role)!r} is not in `models`")
+        prompt_ids = {p.id for p in self.prompts}
+        for i, ratio in enumerate(self.ratios):
+            for role in ("numerator", "denominator"):
+                if getattr(ratio, role) not in self.models:
+                    raise ValueError(f"ratios.{i}.{role}: {getattr(ratio, role)!r} is not in `models`")
+            if ratio.prompt not in prompt_ids:
+                raise ValueError(f"ratios.{i}.prompt: {ratio.prompt!r} is not a prompt id ({', '.join(sorted(prompt_ids))})")
         return self
 
     def model_names(self) -> list[str]:

@@ -21,6 +21,7 @@ def derive(record: dict, early_fraction: float, suffix: str = "last") -> dict:
     peak = int(np.argmax(gains[:early]))
     post = record[f"final_norm_out_{suffix}"]
     last_pre = float(gains[-1])
+    plateau = norms[early + 1:-1]  # block outputs after the early region, before the last block
     return {
         "embedding_norm": float(norms[0]),
         "emb_gain": float(gains[0]),
@@ -30,12 +31,16 @@ def derive(record: dict, early_fraction: float, suffix: str = "last") -> dict:
         "largest_early_gain": float(gains[peak]),
         "largest_early_gain_layer": peak,
         "effective_amplification": last_pre * record["wu_sigma_max"],
+        "plateau_norm": float(np.median(plateau)) if len(plateau) else math.nan,
+        "plateau_norm_min": float(plateau.min()) if len(plateau) else math.nan,
+        "plateau_norm_max": float(plateau.max()) if len(plateau) else math.nan,
         "gains": gains.tolist(),
     }
 
 
 PER_PROMPT = ("last_gain_pre_norm", "last_gain_post_norm", "cumulative_energy", "emb_gain",
-              "largest_early_gain", "largest_early_gain_layer", "effective_amplification", "embedding_norm")
+              "largest_early_gain", "largest_early_gain_layer", "effective_amplification", "embedding_norm",
+              "plateau_norm", "plateau_norm_min", "plateau_norm_max")
 
 
 def headline_metrics(spec: ResidualGainSpec) -> list[str]:
@@ -64,11 +69,13 @@ def analyze(spec: ResidualGainSpec, records: list[dict], curves: list[dict] | No
     arch = Table("architecture", "Architecture read from each model", [
         Column("Model", align="l"), Column("Layers", "d"), Column("d_model", "d"), Column("Vocab", ",d"),
         Column("RoPE θ", align="l"), Column("Context", ",d"), Column("Embedding norm", ".2f"), Column("Parameters", ",d")])
-    early = Table("early", "Early-layer explosion", [
+    early = Table("early", "Early-layer explosion and plateau", [
         Column("Model", align="l"), Column("Emb→L0 gain", ".1f"), Column("Largest early gain", ".1f"),
-        Column("at block", "d"), Column("Blocks searched", "d")],
+        Column("at block", "d"), Column("Blocks searched", "d"), Column("Plateau norm", ",.1f"),
+        Column("plateau range", align="l")],
         caption=f"Largest gain among the first {spec.early_layers_fraction:.0%} of blocks (block 0 = embedding→layer 0), "
-                "for the prompt with the largest value.")
+                "for the prompt with the largest value. Plateau: the block-output norms after those blocks and before "
+                "the last one (median, and range over blocks), mean over prompts.")
     h18 = Table("h18", "H18: does the last-layer gain rise with next-token entropy?", [
         Column("Model", align="l"), Column("Prompts", "d"), Column("Pearson r", ".3f"), Column("p", ".3g"),
         Column("Spearman ρ", ".3f"), Column("p ", ".3g"), Column("Mean entropy (nats)", ".2f"),
@@ -124,7 +131,9 @@ def analyze(spec: ResidualGainSpec, records: list[dict], curves: list[dict] | No
         peak_i = int(np.argmax(values["largest_early_gain"]))
         early.add(display, float(np.mean(values["emb_gain"])), values["largest_early_gain"][peak_i],
                   values["largest_early_gain_layer"][peak_i],
-                  max(1, math.ceil(spec.early_layers_fraction * first["arch_n_layers"])))
+                  max(1, math.ceil(spec.early_layers_fraction * first["arch_n_layers"])),
+                  float(np.mean(values["plateau_norm"])),
+                  f"{np.mean(values['plateau_norm_min']):,.1f}–{np.mean(values['plateau_norm_max']):,.1f}")
 
         entropies = [r["next_token_entropy"] for r in rows]
         corr = stats.correlation(gains, entropies)
@@ -139,6 +148,8 @@ def analyze(spec: ResidualGainSpec, records: list[dict], curves: list[dict] | No
     out.notes.append(_readings_note(spec, out))
     if spec.pairs:
         out.tables.append(_pairs_table(spec, derived, by_model, out))
+    if spec.ratios:
+        out.tables.append(_ratios_table(spec, derived, by_model, out))
     out.tables.append(per_prompt)
     if any(math.isnan(row[2]) for row in h18.rows if isinstance(row[2], float)):
         out.notes.append("H18 correlations need at least three prompts with varying values; they are blank otherwise.")
@@ -159,6 +170,37 @@ def _readings_note(spec: ResidualGainSpec, out: Analysis) -> str:
             "reading (final norm's output over the previous block's output) is what transformers' "
             "hidden_states[-1] / hidden_states[-2] gives. Here: " + "; ".join(ratios) + ". Reported gains are listed "
             "under both readings in the table of reported numbers, so each has a verdict under each.")
+
+
+def _ratios_table(spec, derived, by_model, out: Analysis) -> Table:
+    """Cross-model ratios of the last-layer gain on one prompt (both readings) and of RoPE theta."""
+    expected = {e.metric: e.value for e in spec.expected}
+    table = Table("ratios", "Cross-model ratios", [
+        Column("Numerator", align="l"), Column("Denominator", align="l"), Column("Prompt", align="l"),
+        Column("Last gain ratio (pre-norm)", ".3f"), Column("(post-norm)", ".3g"), Column("reported", align="l"),
+        Column("RoPE θ ratio", ".3g"), Column("reported ", align="l")],
+        caption="Numerator's value over the denominator's. The report's ratios are of its own last gains, whose "
+                "reading (pre- or post-norm) it does not define.")
+    for ratio in spec.ratios:
+        num, den, pid = ratio.numerator, ratio.denominator, ratio.prompt
+        if (num, pid) not in derived or (den, pid) not in derived:
+            continue
+        key = f"ratio.{num}.{den}"
+        values = {}
+        for reading in ("last_gain_pre_norm", "last_gain_post_norm"):
+            values[reading] = derived[(num, pid)][reading] / derived[(den, pid)][reading]
+            out.set(f"{key}.{reading}.{pid}", values[reading])
+        thetas = [by_model[m][0]["arch_rope_theta"] for m in (num, den)]
+        theta_ratio = thetas[0] / thetas[1] if all(isinstance(t, (int, float)) and t for t in thetas) else math.nan
+        if not math.isnan(theta_ratio):
+            out.set(f"{key}.rope_theta", theta_ratio)
+        reported = expected.get(f"{key}.last_gain_pre_norm.{pid}")
+        reported_theta = expected.get(f"{key}.rope_theta")
+        table.add(by_model[num][0]["display_name"], by_model[den][0]["display_name"], pid,
+                  values["last_gain_pre_norm"], values["last_gain_post_norm"],
+                  "" if reported is None else f"{reported:g}", theta_ratio,
+                  "" if reported_theta is None else f"{reported_theta:g}")
+    return table
 
 
 def _fmt_theta(theta) -> str:
