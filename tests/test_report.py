@@ -58,3 +58,15 @@ def test_statistics_are_recomputed_from_records(tiny_paper_run, tmp_path):
     page = (_render(tmp_path, results) / "residual_gain_paper.md").read_text()
     row = next(line for line in page.splitlines() if line.startswith("| LLaMA-2-7B | RMSNorm | SwiGLU |"))
     assert "| 7.25 | 7.25–7.25 | yes |" in row
+
+
+def test_a_page_not_run_yet_states_what_the_spec_alone_implies(tmp_path):
+    """TRE: the joint-attainability verdict and the design consequences need no run (issue: paper pages)."""
+    specs = [REPO / "specs" / f"tre_sweep_deepseek_r1_llama70b{suffix}.yaml" for suffix in ("", "_reconstructed")]
+    build_reports(specs, tmp_path / "no_results", tmp_path / "out")
+    plain = (tmp_path / "out" / "tre_sweep_deepseek_r1_llama70b.md").read_text()
+    assert "Not run yet" in plain
+    assert "imply signal levels 0.585 / 0.893 / 0.772" in plain and "cannot be met jointly" in plain
+    assert "typical signal already gives top_p 0.925 > 0.9 and top_k 35 < 50" in plain
+    reconstructed = (tmp_path / "out" / "tre_sweep_deepseek_r1_llama70b_reconstructed.md").read_text()
+    assert "confirm nothing" in reconstructed and "cannot be met jointly" not in reconstructed

@@ -142,6 +142,9 @@ def _collect_one(path: Path, results_dir: Path) -> SpecReport:
         report.analysis = analyze_saved(saved)
         report.notes.extend(report.analysis.notes)
         report.figures = sorted(p.name for p in (run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
+    else:  # what a kind can say from the spec alone (its design against the reported numbers)
+        spec_notes = getattr(kinds.analyzer(spec.kind), "spec_notes", None)
+        report.notes.extend(spec_notes(spec) if spec_notes else [])
     report.expected_table = _expected_table(spec, report.analysis, report.run)
     return report
 

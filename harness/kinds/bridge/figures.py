@@ -31,18 +31,26 @@ def figures(spec: BridgeSpec, analysis: Analysis, records: list[dict], curves: l
             quick = [(r["step"], r["quick_eval_accuracy"]) for r in rows if "quick_eval_accuracy" in r]
             if quick:
                 ax2.plot(*zip(*quick), marker="o", label=f"seed {seed:g}" if suffix else None)
+        # The report's trajectory in full, also past the local run's last step (local runs train fewer steps):
+        # a dotted line marks where the local curve ends.
         reported = first_expected(spec)
         initial = reported.get("training.bridge.initial_lm_loss")
+        last_step, beyond = steps[-1], False
         for column, name, color in (("lm_loss", "LM loss", "C0"), ("diversity_loss", "diversity loss", "C1")):
-            points = [(s, v) for s, v in reported_points(reported, "bridge", column) if s <= steps[-1]]
+            points = list(reported_points(reported, "bridge", column))
             if column == "lm_loss" and isinstance(initial, float):
                 points.insert(0, (1, initial))
             if points:
                 ax1.plot(*zip(*points), "x", color=color, ms=8, label=f"reported {name} (paper profile)")
-        points = [(s, v) for s, v in reported_points(reported, "bridge", "quick_eval_accuracy") if s <= steps[-1]]
+                beyond |= max(s for s, _ in points) > last_step
+        points = list(reported_points(reported, "bridge", "quick_eval_accuracy"))
         if points:
             ax2.plot(*zip(*points), "x", color="k", ms=8, label="reported (paper profile)")
             ax2.legend(fontsize=7)
+            beyond |= max(s for s, _ in points) > last_step
+        if beyond:
+            for ax in (ax1, ax2):
+                ax.axvline(last_step, color="grey", ls=":", lw=1, label="local run's last step" if ax is ax1 else None)
         ax1.set_xlabel("step")
         ax1.set_yscale("log")
         ax1.legend(fontsize=7)

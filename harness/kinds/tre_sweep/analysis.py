@@ -17,6 +17,7 @@ from harness import stats
 from harness.report.tables import Analysis, Column, Table
 from harness.kinds.tre_sweep.signal import unit_for_value
 from harness.kinds.tre_sweep.text_metrics import generation_metrics, mean_pairwise_jaccard, words
+from registry.catalog import model_entry
 from registry.kinds.tre_sweep import SAMPLING_PARAMS as PARAMS, TRESweepSpec
 
 METRICS = ("vocab_diversity", "bigram_diversity", "char_entropy", "word_count")
@@ -119,6 +120,13 @@ def jointly_attainable(levels: dict[str, float], tolerance: float = 0.05) -> boo
     return max(levels.values()) - min(levels.values()) <= tolerance
 
 
+def spec_notes(spec: TRESweepSpec) -> list[str]:
+    """What the controller's design implies for the report's numbers, from the spec alone: the page of a
+    spec not run yet shows it too (a run's analysis adds the random condition's observed means)."""
+    expected = {e.metric: e.value for e in spec.expected}
+    return _controller_notes(spec, expected, list(spec.models), {m: model_entry(m).display_name for m in spec.models}, {})
+
+
 def _controller_notes(spec: TRESweepSpec, expected: dict, models: list[str], names: dict, metrics: dict) -> list[str]:
     notes = []
     for m in models:
@@ -131,12 +139,20 @@ def _controller_notes(spec: TRESweepSpec, expected: dict, models: list[str], nam
             notes.append(f"{names[m]}: the report's neural parameter means imply signal levels "
                          + " / ".join(f"{levels[p]:.3f}" for p in PARAMS) + f" ({' / '.join(PARAMS)}) under these ranges "
                          f"and directions; they {verdict}.")
-    mid = {p: getattr(spec.ranges, p).lo + 0.5 * (getattr(spec.ranges, p).hi - getattr(spec.ranges, p).lo) for p in PARAMS}
+    centres = getattr(spec.mapping, "centres", None)
+    if centres is not None:
+        notes.append("Design consequence: the reconstructed mapping places a typical signal (u = 0.5) at its centres ("
+                     + ", ".join(f"{p} {getattr(centres, p):g}" for p in PARAMS) + "), chosen as the report's neural "
+                     "means, so the neural parameter means here confirm nothing about the report's; only the diversity "
+                     "outcomes are evidence.")
+    # a typical signal's parameters: the centres, or the middle of each range under a linear map
+    mid = {p: getattr(centres, p) if centres is not None else
+           getattr(spec.ranges, p).lo + 0.5 * (getattr(spec.ranges, p).hi - getattr(spec.ranges, p).lo) for p in PARAMS}
     if mid["top_p"] > spec.baseline.top_p and mid["top_k"] < spec.baseline.top_k:
         shifted = [f"{names[m]} random: top_p {metrics[f'{m}.params.random.top_p.mean']:.3f}, "
                    f"top_k {metrics[f'{m}.params.random.top_k.mean']:.1f}" for m in models
                    if f"{m}.params.random.top_p.mean" in metrics]
-        notes.append(f"Design consequence: with these ranges a mid-range signal already gives top_p {mid['top_p']:g} > "
+        notes.append(f"Design consequence: with these ranges a typical signal already gives top_p {mid['top_p']:g} > "
                      f"{spec.baseline.top_p:g} and top_k {mid['top_k']:g} < {spec.baseline.top_k:g}, so \"TRE raised top_p "
                      "and lowered top_k versus baseline\" follows from the ranges for almost any signal; the random "
                      "condition, which shares them, shifts the same way"
