@@ -291,3 +291,7 @@ def test_the_reports_claims_get_verdicts_by_their_stated_rule():
     table = _findings_table(["bridge", "text_relay", "sender_text", "receiver_text"], out)
     verdicts = {row[0][:20]: row[2] for row in table.rows}
     assert verdicts == {"The bridge beats the": "reproduced in kind", "Super-additive: the ": "not reproduced"}
+    # §86's margin is over the better text model (the receiver here), with that comparison's test
+    assert out.facts["super_additivity.better_text"] == "receiver_text"
+    assert out.metrics["super_additivity.margin"] == pytest.approx(0.9 - 0.85)
+    assert out.metrics["super_additivity.pvalue_holm"] == 0.2

@@ -245,6 +245,12 @@ def _findings_table(methods: list[str], out: Analysis) -> Table:
         won = all(bridge > m[f"{o}.generation.accuracy"] and m[f"mcnemar.{o}.generation.pvalue_holm"] < 0.05
                   for o in present)
         table.add(claim, f"bridge {_pct(bridge)} vs " + ", ".join(parts), "reproduced in kind" if won else "not reproduced")
+    texts = [o for o in ("sender_text", "receiver_text") if f"mcnemar.{o}.generation.pvalue_holm" in m]
+    if bridge is not None and len(texts) == 2:  # §86's "bridge vs best model", as a number the report gives
+        better = max(texts, key=lambda o: m[f"{o}.generation.accuracy"])
+        out.facts["super_additivity.better_text"] = better
+        out.set("super_additivity.margin", bridge - m[f"{better}.generation.accuracy"])
+        out.set("super_additivity.pvalue_holm", m[f"mcnemar.{better}.generation.pvalue_holm"])
     return table
 
 
