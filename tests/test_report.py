@@ -70,3 +70,9 @@ def test_a_page_not_run_yet_states_what_the_spec_alone_implies(tmp_path):
     assert "typical signal already gives top_p 0.925 > 0.9 and top_k 35 < 50" in plain
     reconstructed = (tmp_path / "out" / "tre_sweep_deepseek_r1_llama70b_reconstructed.md").read_text()
     assert "confirm nothing" in reconstructed and "cannot be met jointly" not in reconstructed
+
+
+def test_the_residual_gain_paper_page_says_last_gain_is_undefined_before_any_run(tmp_path):
+    build_reports([REPO / "specs" / "residual_gain_paper.yaml"], tmp_path / "no_results", tmp_path / "out")
+    page = (tmp_path / "out" / "residual_gain_paper.md").read_text()
+    assert "Not run yet" in page and '"Last Gain" is not defined in the report' in page

@@ -156,6 +156,19 @@ def analyze(spec: ResidualGainSpec, records: list[dict], curves: list[dict] | No
     return out
 
 
+READINGS = ("\"Last Gain\" is not defined in the report. The pre-norm reading (last block's output over the previous "
+            "block's, both before the final norm) is what the paper spec binds every reported gain to; the post-norm "
+            "reading (final norm's output over the previous block's output) is what transformers' "
+            "hidden_states[-1] / hidden_states[-2] gives. ")
+BOTH = "Reported gains are listed under both readings in the table of reported numbers, so each has a verdict under each."
+
+
+def spec_notes(spec: ResidualGainSpec) -> list[str]:
+    """For a page not run yet: the two readings of the undefined "Last Gain"."""
+    return [READINGS + "On the local models they differ by one to three orders of magnitude "
+            "(residual_gain_local). " + BOTH]
+
+
 def _readings_note(spec: ResidualGainSpec, out: Analysis) -> str:
     """The report never defines "Last Gain"; both readings, how far apart they are here, and what each
     reported gain is compared with."""
@@ -165,11 +178,7 @@ def _readings_note(spec: ResidualGainSpec, out: Analysis) -> str:
         if pre and post:
             ratios.append(f"{model} {pre:.3g} pre-norm vs {post:.3g} post-norm ({math.log10(max(pre, post) / min(pre, post)):.1f} "
                           f"orders of magnitude apart)")
-    return ("\"Last Gain\" is not defined in the report. The pre-norm reading (last block's output over the previous "
-            "block's, both before the final norm) is what the paper spec binds every reported gain to; the post-norm "
-            "reading (final norm's output over the previous block's output) is what transformers' "
-            "hidden_states[-1] / hidden_states[-2] gives. Here: " + "; ".join(ratios) + ". Reported gains are listed "
-            "under both readings in the table of reported numbers, so each has a verdict under each.")
+    return READINGS + "Here: " + "; ".join(ratios) + ". " + BOTH
 
 
 def _ratios_table(spec, derived, by_model, out: Analysis) -> Table:
