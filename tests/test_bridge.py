@@ -295,3 +295,16 @@ def test_the_reports_claims_get_verdicts_by_their_stated_rule():
     assert out.facts["super_additivity.better_text"] == "receiver_text"
     assert out.metrics["super_additivity.margin"] == pytest.approx(0.9 - 0.85)
     assert out.metrics["super_additivity.pvalue_holm"] == 0.2
+
+
+def test_open_answers_report_how_many_distinct_answers_each_method_gives():
+    from harness.kinds.bridge.analysis import _prediction_diversity
+    from harness.report.tables import Analysis
+
+    records = [{"answer": str(i), "bridge": {"generation": "10" if i < 3 else "12"},
+                "sender_text": {"generation": str(i) if i else None}} for i in range(5)]
+    out = Analysis()
+    table = _prediction_diversity(records, ["bridge", "sender_text"], out)
+    assert [row[:2] for row in table.rows] == [["Gold answers", 5], ["Bridge", 2], ["Sender text (0-shot)", 4]]
+    assert out.metrics["bridge.top_answer_share"] == 0.6 and out.metrics["gold.distinct_answers"] == 5
+    assert out.facts["bridge.prediction_collapse"] == "2 distinct answers on 5 items; most common: 10 (3), 12 (2)"

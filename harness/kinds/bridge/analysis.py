@@ -3,7 +3,7 @@ McNemar tests, soft-token statistics and training summaries, all recomputed from
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -210,6 +210,8 @@ def _analyze_view(spec: BridgeSpec, records: list[dict], curves: list[dict] | No
     findings = _findings_table(methods, out)
     if findings.rows:
         out.tables.append(findings)
+    if spec.task.task_type == "generation":
+        out.tables.append(_prediction_diversity(records, methods, out))
     if spec.task.task_type in ("classification", "multiple_choice"):
         per_class = _per_class(spec, records, methods, out)
         if per_class is not None:
@@ -251,6 +253,30 @@ def _findings_table(methods: list[str], out: Analysis) -> Table:
         out.facts["super_additivity.better_text"] = better
         out.set("super_additivity.margin", bridge - m[f"{better}.generation.accuracy"])
         out.set("super_additivity.pvalue_holm", m[f"mcnemar.{better}.generation.pvalue_holm"])
+    return table
+
+
+def _prediction_diversity(records: list[dict], methods: list[str], out: Analysis) -> Table:
+    """Open answers (GSM8K): how many distinct answers each method gives, against the gold answers' count, and the
+    most common ones. Section 60 saw the bridge's predictions collapse to a few round numbers."""
+    table = Table("prediction_diversity", "Distinct answers per method (open-answer task)", [
+        Column("Method", align="l"), Column("Distinct answers", "d"), Column("Most common (items)", align="l"),
+        Column("Share of the most common", ".1%")],
+        caption="Parsed generations; no answer found counts as invalid and is left out. The gold row is the "
+                "evaluation items' answers.")
+    rows = [("gold", [r["answer"] for r in records])] + [
+        (m, [r[m]["generation"] for r in records if r[m]["generation"] is not None]) for m in methods if m != "random"]
+    for method, answers in rows:
+        counts = Counter(answers).most_common()
+        if not counts:
+            continue
+        common = ", ".join(f"{a} ({c})" for a, c in counts[:5])
+        out.set(f"{method}.distinct_answers", len(counts))
+        out.set(f"{method}.top_answer_share", counts[0][1] / len(records))
+        out.facts[f"{method}.prediction_collapse"] = (f"{len(counts)} distinct answers on {len(records)} items; "
+                                                      f"most common: {common}")
+        table.add("Gold answers" if method == "gold" else METHOD_NAMES[method], len(counts), common,
+                  counts[0][1] / len(records))
     return table
 
 
