@@ -30,7 +30,7 @@ from benchmarks.bridge_train import environment, setup  # noqa: E402
 from harness.kinds.bridge.modules import LatentBridge  # noqa: E402
 from harness.kinds.bridge.receiver import ReceiverPrompt, generate_texts  # noqa: E402
 from harness.kinds.bridge.sender_states import compute_sender_states, pad_states  # noqa: E402
-from harness.engine import spec_hash, state_dir_for  # noqa: E402
+from harness.engine import state_dir_for  # noqa: E402
 from harness.models import decoding as D  # noqa: E402
 
 # seed 002, section 90 (NVIDIA H100, Llama-3.1-8B -> Mistral-7B, SST-2 bridge with 8 soft tokens, 50 trials),
@@ -62,8 +62,8 @@ def main() -> None:
     cache, mirror = environment()
     spec, task, sender, receiver = setup(args.spec, args.profile, cache, mirror)
     layer, t = spec.bridge.sender_layer, task.task
-    digest = spec_hash(spec.model_dump(mode="json"), args.profile)
-    checkpoint = state_dir_for(cache, spec.name, digest) / f"bridge.seed{spec.training_seeds()[0]}.pt"  # the first training seed
+    state_dir, _ = state_dir_for(cache, spec, args.profile)
+    checkpoint = state_dir / f"bridge.seed{spec.training_seeds()[0]}.pt"  # the first training seed
     if not checkpoint.is_file():
         sys.exit(f"error: no trained bridge for {args.spec} ({args.profile} profile) at {checkpoint}; "
                  f"run `harness run {args.spec} --profile {args.profile}` first")
