@@ -165,8 +165,7 @@ BOTH = "Reported gains are listed under both readings in the table of reported n
 
 def spec_notes(spec: ResidualGainSpec) -> list[str]:
     """For a page not run yet: the two readings of the undefined "Last Gain"."""
-    return [READINGS + "On the local models they differ by one to three orders of magnitude "
-            "(residual_gain_local). " + BOTH]
+    return [READINGS + BOTH]
 
 
 def _readings_note(spec: ResidualGainSpec, out: Analysis) -> str:
@@ -199,8 +198,8 @@ def _ratios_table(spec, derived, by_model, out: Analysis) -> Table:
         for reading in ("last_gain_pre_norm", "last_gain_post_norm"):
             values[reading] = derived[(num, pid)][reading] / derived[(den, pid)][reading]
             out.set(f"{key}.{reading}.{pid}", values[reading])
-        thetas = [by_model[m][0]["arch_rope_theta"] for m in (num, den)]
-        theta_ratio = thetas[0] / thetas[1] if all(isinstance(t, (int, float)) and t for t in thetas) else math.nan
+        thetas = [out.metrics.get(f"{m}.rope_theta") for m in (num, den)]  # set above when the config has one
+        theta_ratio = thetas[0] / thetas[1] if all(thetas) else math.nan
         if not math.isnan(theta_ratio):
             out.set(f"{key}.rope_theta", theta_ratio)
         reported = expected.get(f"{key}.last_gain_pre_norm.{pid}")
