@@ -16,6 +16,7 @@ from harness import kinds
 from harness.fsutil import read_csv_rows, read_jsonl, replace_dir, staging_dir, write_json
 from harness.report.tables import Analysis
 from registry import load_spec
+from registry.documentation import without_documentation
 from registry.errors import SpecError
 from registry.kinds import validate_spec
 
@@ -51,7 +52,7 @@ def load_run(run_dir: Path, spec_path: Path) -> SavedRun | None:
     except Exception:
         spec = current_spec
         notes.append("The run's recorded spec no longer validates; analysed with the current spec file.")
-    if spec.model_dump(mode="json") != current_spec.model_dump(mode="json"):
+    if without_documentation(spec.model_dump(mode="json")) != without_documentation(current_spec.model_dump(mode="json")):
         if run.get("overrides"):
             notes.append("This run used --set overrides (" + ", ".join(run["overrides"]) + "); the tables describe "
                          "the run as it was made, not the spec file as written.")

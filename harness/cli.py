@@ -300,8 +300,12 @@ def pipeline(write: bool, params_file: Path):
 @user_errors
 def report(specs_dir: Path, results_dir: Path, out_dir: Path):
     """Render reports/*.md and reports/*.tex from every spec and its latest result."""
+    from harness.pipeline import untracked_spec_fields
     from harness.report.render import ReportInputsError, build_reports, spec_files
 
+    untracked = untracked_spec_fields()
+    if untracked:
+        _fail(untracked[0] + (f" (and {len(untracked) - 1} more)" if len(untracked) > 1 else ""), 2)
     try:
         written = build_reports(spec_files([specs_dir]), results_dir, out_dir)
     except ReportInputsError as exc:

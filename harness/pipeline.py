@@ -2,7 +2,8 @@
 
 Per spec in params.yaml:
   run-<name>      models -> records.jsonl, run.json, curves.csv. Depends on the spec file and the files
-                  it extends or names (as DVC params, so `dvc params diff` shows spec edits), the catalog
+                  it extends or names (as DVC params, so `dvc params diff` shows spec edits; all fields but
+                  the documentation: description, source, tags and expected), the catalog
                   entries it names, and the import closure of the engine and the kind's executor.
   analyze-<name>  records -> metrics.json, figures/. Depends on the run's files and the import closure of
                   the analysis stage and the kind's analysis and figures modules.
@@ -27,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from harness.codegraph import PROJECT_ROOT, analyze_roots, closure, module_files, run_roots
+from registry.documentation import without_documentation
 from registry.kinds import KINDS
 from registry.loader import load_spec, spec_files_read
 from registry.yaml_io import parse_yaml
@@ -66,6 +68,31 @@ def catalog_params(spec) -> list[dict]:
     return [p for p in params if next(iter(p.values()))]
 
 
+def spec_params(yaml_file: str) -> dict:
+    """A spec YAML file as DVC params: its top-level fields other than the documentation fields."""
+    fields = parse_yaml(Path(yaml_file).read_text(encoding="utf-8"), yaml_file)
+    return {yaml_file: list(without_documentation(fields))}
+
+
+def untracked_spec_fields(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
+    """Spec fields a run stage of dvc.yaml does not list as params (a field added since the file was
+    generated): `dvc repro` would not rerun that stage when such a field changes."""
+    if not dvc_yaml.is_file():
+        return []
+    problems = []
+    for stage, body in (parse_yaml(dvc_yaml.read_text(encoding="utf-8"), str(dvc_yaml)).get("stages") or {}).items():
+        for entry in body.get("params", []):
+            if not isinstance(entry, dict):
+                continue
+            for yaml_file, listed in entry.items():
+                if not yaml_file.startswith("specs/") or not Path(yaml_file).is_file():
+                    continue
+                missing = [key for key in spec_params(yaml_file)[yaml_file] if key not in (listed or [])]
+                problems += [f"{yaml_file}: field {key!r} is not a param of stage {stage} in {dvc_yaml}, so `dvc repro` "
+                             f"would not rerun it when the field changes; run `harness pipeline --write`" for key in missing]
+    return problems
+
+
 def report_roots(kinds: list[str], root: Path = PROJECT_ROOT) -> list[str]:
     roots = ["harness.report.render"]
     for kind in kinds:
@@ -91,7 +118,7 @@ def build_stages(params: dict) -> dict:
         stages[f"run-{name}"] = {
             "cmd": f"harness run {spec_file} --profile ${{profile}} --quiet --no-analyze",
             "deps": other_inputs + closure_files(run_roots(kind), kind, whole_catalog=False),
-            "params": ["profile", *({p: None} for p in yaml_inputs), *catalog_params(spec)],
+            "params": ["profile", *(spec_params(p) for p in yaml_inputs), *catalog_params(spec)],
             "outs": [{f"{run_dir}/{out}": {"cache": False}} for out in RUN_OUTS],
         }
         stages[f"analyze-{name}"] = {

@@ -11,12 +11,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from conftest import REPO, SPECS
 from harness.engine import runnable_profiles
 from harness.codegraph import analyze_roots, run_roots
-from harness.pipeline import build_stages, closure_files, dvc_yaml_text
+from harness.cli import main as cli_main
+from harness.pipeline import build_stages, closure_files, dvc_yaml_text, untracked_spec_fields
 from registry import load_spec_all_profiles
+from registry.common import SpecBase
+from registry.documentation import DOCUMENTATION_FIELDS
 from registry.kinds import KINDS
 
 
@@ -85,6 +89,37 @@ def test_every_file_loading_a_spec_reads_is_a_dependency_or_param(monkeypatch):
     assert "specs/prompts/tre_prompts.yaml" in stage["deps"]
     assert "harness/kinds/tre_sweep/executor.py" in stage["deps"]
     assert not any("kinds/bridge" in d or "kinds/residual_gain" in d for d in stage["deps"])
+
+
+def test_documentation_fields_are_not_run_params_and_every_other_spec_field_is(monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert set(DOCUMENTATION_FIELDS) <= set(SpecBase.model_fields)
+    stages = build_stages(_params())
+    for name, stage in stages.items():
+        for entry in stage.get("params", []):
+            for yaml_file, listed in (entry.items() if isinstance(entry, dict) else ()):
+                if yaml_file.startswith("specs/"):
+                    fields = yaml.safe_load((REPO / yaml_file).read_text())
+                    assert listed == [k for k in fields if k not in DOCUMENTATION_FIELDS], (name, yaml_file)
+    assert untracked_spec_fields(REPO / "dvc.yaml") == []
+
+
+def test_a_spec_field_added_after_dvc_yaml_was_generated_is_named_and_stops_the_report(tmp_path, monkeypatch):
+    (tmp_path / "specs").mkdir()
+    spec = tmp_path / "specs" / "one.yaml"
+    spec.write_text("extends: base.yaml\ndescription: d\ntraining: {steps: 2}\n")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(
+        {"stages": {"run-one": {"cmd": "true", "params": ["profile", {"specs/one.yaml": ["extends", "training"]}]}}}))
+    monkeypatch.chdir(tmp_path)
+    assert untracked_spec_fields() == []
+    spec.write_text(spec.read_text() + "expected: []\n")  # documentation: nothing to rerun
+    assert untracked_spec_fields() == []
+    spec.write_text(spec.read_text() + "evaluation: {batch_size: 4}\n")
+    [problem] = untracked_spec_fields()
+    assert problem.startswith("specs/one.yaml: field 'evaluation' is not a param of stage run-one")
+    result = CliRunner().invoke(cli_main, ["report", "--out", str(tmp_path / "reports")])
+    assert result.exit_code == 2 and "harness pipeline --write" in result.output
+    assert not (tmp_path / "reports").exists()
 
 
 def test_dvc_config_turns_off_analytics_and_update_checks():
@@ -194,6 +229,11 @@ def test_dvc_repro_reruns_only_what_a_change_touches(tiny_project):
 
     edit("harness/report/templates/spec.md.j2", "{# a template edit #}\n")
     assert _ran(sh(sys.executable, "-m", "dvc", "repro")) == {"report"}
+    # a reported number added under `expected` (documentation): the page shows it, no model reruns
+    edit("specs/sst2_8tok.yaml", '  - {metric: bridge.scored.accuracy, value: 0.5, section: "1", note: "an added number"}\n')
+    assert _ran(sh(sys.executable, "-m", "dvc", "repro")) == {"report"}
+    page = (work / "reports" / "sst2_8tok.md").read_text()
+    assert "an added number" in page and "changed after this run" not in page
     edit("harness/stats.py", "# a statistics edit\n")
     assert _ran(sh(sys.executable, "-m", "dvc", "repro")) == {"analyze-residual_gain_local", "analyze-sst2_8tok", "report"}
     edit("harness/kinds/bridge/analysis.py", "# one kind's analysis\n")
