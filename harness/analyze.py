@@ -16,7 +16,7 @@ from harness import kinds
 from harness.fsutil import read_csv_rows, read_jsonl, replace_dir, staging_dir, write_json
 from harness.report.tables import Analysis
 from registry import load_spec
-from registry.documentation import without_documentation
+from registry.documentation import DOCUMENTATION_FIELDS, without_documentation
 from registry.errors import SpecError
 from registry.kinds import validate_spec
 
@@ -36,7 +36,8 @@ class SavedRun:
 
 def load_run(run_dir: Path, spec_path: Path) -> SavedRun | None:
     """A run directory's files, or None if it holds no complete run. The run is analysed with the spec
-    recorded in run.json; the spec file as it is now (under the run's profile) is compared with it."""
+    recorded in run.json, its documentation fields (description, source, tags, expected) taken from the spec
+    file as it is now (under the run's profile); the rest of the file is compared with the recorded spec."""
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").is_file() or not (run_dir / "records.jsonl").is_file():
         return None
@@ -52,6 +53,8 @@ def load_run(run_dir: Path, spec_path: Path) -> SavedRun | None:
     except Exception:
         spec = current_spec
         notes.append("The run's recorded spec no longer validates; analysed with the current spec file.")
+    # What the report says about the experiment is the spec file's as it is now (editing it reruns no model)
+    spec = spec.model_copy(update={field: getattr(current_spec, field) for field in DOCUMENTATION_FIELDS})
     if without_documentation(spec.model_dump(mode="json")) != without_documentation(current_spec.model_dump(mode="json")):
         if run.get("overrides"):
             notes.append("This run used --set overrides (" + ", ".join(run["overrides"]) + "); the tables describe "

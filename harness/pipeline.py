@@ -5,8 +5,9 @@ Per spec in params.yaml:
                   it extends or names (as DVC params, so `dvc params diff` shows spec edits; all fields but
                   the documentation: description, source, tags and expected), the catalog
                   entries it names, and the import closure of the engine and the kind's executor.
-  analyze-<name>  records -> metrics.json, figures/. Depends on the run's files and the import closure of
-                  the analysis stage and the kind's analysis and figures modules.
+  analyze-<name>  records -> metrics.json, figures/. Depends on the run's files, the spec files' documentation
+                  fields (the reported numbers shown beside the results), and the import closure of the
+                  analysis stage and the kind's analysis and figures modules.
 and one `report` stage (-> reports/) that depends on results/ (every run and analysis; a spec not run
 yet renders as "not run"), the specs, the benchmark results, the templates and the closure of the
 renderer and every kind's analysis, figures and summary.
@@ -68,10 +69,12 @@ def catalog_params(spec) -> list[dict]:
     return [p for p in params if next(iter(p.values()))]
 
 
-def spec_params(yaml_file: str) -> dict:
-    """A spec YAML file as DVC params: its top-level fields other than the documentation fields."""
+def spec_params(yaml_file: str, documentation: bool = False) -> dict:
+    """A spec YAML file as DVC params: its top-level fields other than the documentation fields (what a run
+    computes from), or only the documentation fields (what the analysis shows beside the results)."""
     fields = parse_yaml(Path(yaml_file).read_text(encoding="utf-8"), yaml_file)
-    return {yaml_file: list(without_documentation(fields))}
+    settings = without_documentation(fields)
+    return {yaml_file: [key for key in fields if (key not in settings) == documentation]}
 
 
 def untracked_spec_fields(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
@@ -87,7 +90,8 @@ def untracked_spec_fields(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
             for yaml_file, listed in entry.items():
                 if not yaml_file.startswith("specs/") or not Path(yaml_file).is_file():
                     continue
-                missing = [key for key in spec_params(yaml_file)[yaml_file] if key not in (listed or [])]
+                wanted = spec_params(yaml_file, documentation=stage.startswith("analyze-"))[yaml_file]
+                missing = [key for key in wanted if key not in (listed or [])]
                 problems += [f"{yaml_file}: field {key!r} is not a param of stage {stage} in {dvc_yaml}, so `dvc repro` "
                              f"would not rerun it when the field changes; run `harness pipeline --write`" for key in missing]
     return problems
@@ -124,7 +128,8 @@ def build_stages(params: dict) -> dict:
         stages[f"analyze-{name}"] = {
             "cmd": f"harness analyze {spec_file}",
             "deps": [f"{run_dir}/{out}" for out in RUN_OUTS] + closure_files(analyze_roots(kind), kind, whole_catalog=False),
-            "params": catalog_params(spec),
+            "params": [*(p for p in (spec_params(y, documentation=True) for y in yaml_inputs) if next(iter(p.values()))),
+                       *catalog_params(spec)],
             "outs": [{f"{run_dir}/figures": {"cache": False}}],
             "metrics": [{f"{run_dir}/metrics.json": {"cache": False}}],
         }

@@ -279,22 +279,47 @@ def test_training_seeds_are_an_axis_and_the_first_seed_is_the_one_seed_run(tmp_p
 
 
 def test_the_reports_claims_get_verdicts_by_their_stated_rule():
+    from types import SimpleNamespace
+
     from harness.kinds.bridge.analysis import _findings_table
     from harness.report.tables import Analysis
+    from registry.common import ExpectedValue
+    from registry.errors import SpecError
 
-    out = Analysis()
-    for method, acc, p in (("bridge", 0.9, None), ("text_relay", 0.5, 0.001), ("sender_text", 0.6, 0.01),
-                           ("receiver_text", 0.85, 0.2)):
-        out.set(f"{method}.generation.accuracy", acc)
-        if p is not None:
-            out.set(f"mcnemar.{method}.generation.pvalue_holm", p)
-    table = _findings_table(["bridge", "text_relay", "sender_text", "receiver_text"], out)
-    verdicts = {row[0][:20]: row[2] for row in table.rows}
-    assert verdicts == {"The bridge beats the": "reproduced in kind", "Super-additive: the ": "not reproduced"}
+    def claims(*ids):
+        return SimpleNamespace(name="s", expected=[ExpectedValue(metric=f"claims.{i}", value="yes", section="86")
+                                                   for i in ids])
+
+    def verdicts(accuracies: dict, declared) -> tuple[dict, Analysis]:
+        out = Analysis()
+        for method, (acc, p) in accuracies.items():
+            out.set("chance.accuracy" if method == "chance" else f"{method}.generation.accuracy", acc)
+            if p is not None:
+                out.set(f"mcnemar.{method}.generation.pvalue_holm", p)
+        table = _findings_table(declared, [m for m in accuracies if m != "chance"], out)
+        return {row[0][:20]: row[2] for row in table.rows}, out
+
+    runs = {"bridge": (0.9, None), "text_relay": (0.5, 0.001), "sender_text": (0.6, 0.01), "receiver_text": (0.85, 0.2)}
+    found, out = verdicts(runs, claims("bridge_above_text_relay", "bridge_above_both_texts", "bridge_below_better_text"))
+    assert found == {"The bridge beats the": "reproduced in kind", "Super-additive: the ": "not reproduced",
+                     "The bridge falls bel": "not reproduced"}
+    assert out.facts["claims.bridge_above_text_relay"] == "reproduced in kind"
+    # only the claims the spec declares are tested (the report made no 5-shot claim here, and no method ran)
+    assert verdicts(runs, claims())[0] == {}
     # §86's margin is over the better text model (the receiver here), with that comparison's test
     assert out.facts["super_additivity.better_text"] == "receiver_text"
     assert out.metrics["super_additivity.margin"] == pytest.approx(0.9 - 0.85)
     assert out.metrics["super_additivity.pvalue_holm"] == 0.2
+    # 'falls below' against a text that can do the task, and against one that cannot
+    below = {"bridge": (0.3, None), "sender_text": (0.7, 0.001), "receiver_text": (0.5, 0.2)}
+    assert verdicts(below, claims("bridge_below_better_text"))[0] == {"The bridge falls bel": "reproduced in kind"}
+    floor = {"bridge": (0.01, None), "sender_text": (0.05, 0.04), "receiver_text": (0.02, 1.0)}
+    assert verdicts(floor, claims("bridge_below_better_text"))[0] == {"The bridge falls bel": "not testable at this scale"}
+    below_chance = {"chance": (0.5, None), "bridge": (0.2, None), "sender_text": (0.45, 0.001), "receiver_text": (0.3, 1.0)}
+    assert verdicts(below_chance, claims("bridge_below_better_text"))[0] == {
+        "The bridge falls bel": "not testable at this scale"}
+    with pytest.raises(SpecError, match="unknown claim 'bridge_flies'"):
+        verdicts(runs, claims("bridge_flies"))
 
 
 def test_open_answers_report_how_many_distinct_answers_each_method_gives():
@@ -308,3 +333,19 @@ def test_open_answers_report_how_many_distinct_answers_each_method_gives():
     assert [row[:2] for row in table.rows] == [["Gold answers", 5], ["Bridge", 2], ["Sender text (0-shot)", 4]]
     assert out.metrics["bridge.top_answer_share"] == 0.6 and out.metrics["gold.distinct_answers"] == 5
     assert out.facts["bridge.prediction_collapse"] == "2 distinct answers on 5 items; most common: 10 (3), 12 (2)"
+
+
+def test_a_collapse_claim_compares_distinct_answers_with_the_gold_answers():
+    from types import SimpleNamespace
+
+    from harness.kinds.bridge.analysis import _findings_table, _prediction_diversity
+    from harness.report.tables import Analysis
+    from registry.common import ExpectedValue
+
+    spec = SimpleNamespace(name="s", expected=[ExpectedValue(metric="claims.answers_collapse", value="yes", section="60")])
+    for bridge_answers, verdict in ((["10", "12"], "reproduced in kind"), ([str(i) for i in range(8)], "not reproduced")):
+        records = [{"answer": str(i), "bridge": {"generation": bridge_answers[i % len(bridge_answers)]}} for i in range(40)]
+        out = Analysis()
+        _prediction_diversity(records, ["bridge"], out)  # 40 distinct gold answers: collapsed means fewer than 4
+        table = _findings_table(spec, ["bridge"], out)
+        assert [row[2] for row in table.rows] == [verdict] and out.facts["claims.answers_collapse"] == verdict

@@ -463,12 +463,29 @@ def test_the_reports_findings_get_verdicts_by_their_stated_rule():
     from harness.kinds.tre_sweep.analysis import _findings_table
     from harness.report.tables import Analysis
 
+    centred = load_spec(REPO / "specs" / "tre_sweep_smollm2_centred_local.yaml", "local")
+    default = load_spec(REPO / "specs" / "tre_sweep_smollm2_local.yaml", "local")
+    rng = np.random.default_rng(0)
+    # neural generations whose per-token top_p sits above the baseline's 0.9 and top_k below its 50
+    neural = [{"top_p": list(0.93 + 0.01 * rng.standard_normal(8)), "top_k": list(40 + rng.standard_normal(8)),
+               "temperature": [0.7] * 8} for _ in range(20)]
     out = Analysis()
     out.set("m.d.neural_vs_baseline.vocab_diversity", 0.3)
     out.set("m.welch.neural_vs_baseline.vocab_diversity.p", 0.01)
     out.set("m.win.neural_vs_baseline.vocab_diversity.rate", 0.7)
     out.set("m.win.neural_vs_baseline.vocab_diversity.sign_test_p", 0.2)
-    table = _findings_table(out, ["m"], {"m": "M"}, ["neural", "baseline"])
+    out.facts["m.nonfinite_sampling"] = "no"
+    by = {("m", "neural"): neural, ("m", "baseline"): []}
+    expected = {"m.nonfinite_sampling": "yes"}
+    table = _findings_table(out, expected, centred, ["m"], {"m": "M"}, by, ["neural", "baseline"])
     verdicts = [row[4] for row in table.rows]
-    # significant positive d: the direction reproduces, 'not significant' does not; 70% wins but sign p 0.2: not
-    assert verdicts == ["reproduced in kind", "not reproduced", "not reproduced"]
+    # no NaN met: not reproduced; the shift is emergent under centred ranges; significant positive d reproduces,
+    # 'not significant' does not; 70% wins but sign p 0.2: not
+    assert verdicts == ["not reproduced", "reproduced in kind", "reproduced in kind", "not reproduced", "not reproduced"]
+    # under the default ranges the same shift is what the ranges give a typical signal
+    table = _findings_table(out, {}, default, ["m"], {"m": "M"}, by, ["neural", "baseline"])
+    assert table.rows[0][0].startswith("TRE raised top_p") and table.rows[0][4] == "design consequence"
+    # the shift must be significant in both parameters
+    flat = [{**g, "top_k": [49.0 + 2 * (i % 2)] * 8} for i, g in enumerate(neural)]  # mean exactly the baseline's
+    table = _findings_table(out, {}, centred, ["m"], {"m": "M"}, {("m", "neural"): flat}, ["neural", "baseline"])
+    assert table.rows[0][4] == "not reproduced"

@@ -96,11 +96,15 @@ def _expected_table(spec, analysis: Analysis | None, run: dict | None) -> Table 
                  f"The reported values describe the same models as this {profile} run." if same else
                  "Reported values come from the report's models (paper profile). This run used the "
                  f"{profile} profile" + ("." if profile == "paper" else
-                                         ", whose models differ, so the columns are not expected to agree.")))
+                                         ", whose models differ, so the columns are not expected to agree."))
+                + (" A reproduced '.seconds' value is this run's wall time of that phase, every training seed "
+                   "together." if run and any(e.metric.endswith(".seconds") for e in spec.expected) else ""))
     for exp in spec.expected:
         got = None
         if analysis is not None:
             got = analysis.metrics.get(exp.metric, analysis.facts.get(exp.metric))
+        if got is None and run and exp.metric.endswith(".seconds"):  # wall time of a phase (every seed together)
+            got = run.get("phases", {}).get(exp.metric.removesuffix(".seconds"))
         ratio = got / exp.value if isinstance(got, float) and isinstance(exp.value, float) and exp.value else None
         reported = exp.value if isinstance(exp.value, str) else format_cell(exp.value, ",.4g")
         reproduced = got if isinstance(got, str) or got is None else format_cell(got, ",.4g")

@@ -10,6 +10,7 @@ import numpy as np
 from harness import stats
 from harness.kinds.bridge.answers import judge
 from harness.report.tables import Analysis, Column, Table
+from registry.errors import SpecError
 from registry.kinds.bridge import CONTINUATION_SET, PASSKEY, SEEDED_METHODS, BridgeSpec
 
 METHOD_NAMES = {
@@ -207,11 +208,13 @@ def _analyze_view(spec: BridgeSpec, records: list[dict], curves: list[dict] | No
         out.set("chance.accuracy", 1 / len(spec.task.label_names()))
     out.tables.append(accuracy)
     out.tables.append(_mcnemar_table(correct, methods, out))
-    findings = _findings_table(methods, out)
+    if spec.task.task_type == "generation":
+        diversity = _prediction_diversity(records, methods, out)
+    findings = _findings_table(spec, methods, out)
     if findings.rows:
         out.tables.append(findings)
     if spec.task.task_type == "generation":
-        out.tables.append(_prediction_diversity(records, methods, out))
+        out.tables.append(diversity)
     if spec.task.task_type in ("classification", "multiple_choice"):
         per_class = _per_class(spec, records, methods, out)
         if per_class is not None:
@@ -222,31 +225,72 @@ def _analyze_view(spec: BridgeSpec, records: list[dict], curves: list[dict] | No
     return out
 
 
-FINDINGS = [  # seed 002 sections 69, 86 and 94, each against the methods it names
-    ("The bridge beats the text relay (§69, §94)", ["text_relay"]),
-    ("Super-additive: the bridge beats both models' own zero-shot text (§86)", ["sender_text", "receiver_text"]),
-    ("The bridge beats 5-shot prompting of either model (§94)", ["sender_few_shot", "receiver_few_shot"]),
-    ("The bridge beats prompt tuning on the receiver (§94)", ["prompt_tuning"]),
-]
+# The report's comparative claims. A spec lists those the report makes about its task under `expected` as
+# `claims.<id>` (value "yes", with the section and the report's numbers in the note); the page tests each one.
+CLAIMS = {
+    "bridge_above_text_relay": ("The bridge beats the text relay", ["text_relay"], "above"),
+    "bridge_above_both_texts": ("Super-additive: the bridge beats both models' own zero-shot text",
+                                ["sender_text", "receiver_text"], "above"),
+    "bridge_above_few_shot": ("The bridge beats 5-shot prompting of either model", ["sender_few_shot", "receiver_few_shot"],
+                              "above"),
+    "bridge_above_prompt_tuning": ("The bridge beats prompt tuning on the receiver", ["prompt_tuning"], "above"),
+    "bridge_below_better_text": ("The bridge falls below the better model's own zero-shot text",
+                                 ["sender_text", "receiver_text"], "below"),
+    "answers_collapse": ("The bridge's answers collapse to a few numbers whatever the question", [], "collapse"),
+}
+COLLAPSE_FRACTION = 0.1  # "collapsed": fewer distinct answers than this fraction of the gold answers' distinct values
+TASK_FLOOR = 0.1  # a 'falls below' claim needs a text baseline that can do the task: the better one scores at least
+# this and at least chance
 
 
-def _findings_table(methods: list[str], out: Analysis) -> Table:
-    """The report's comparative claims, each with this run's accuracies and McNemar tests (generation scoring)."""
-    table = Table("findings", "The report's claims against this run (generation accuracy). Rule: reproduced in kind when "
-                  "the bridge is more accurate than every method the claim names with McNemar's Holm-adjusted p < 0.05; "
-                  "not reproduced otherwise", [Column("claim", align="l"), Column("this run", align="l"),
-                                               Column("verdict", align="l")])
+def _findings_table(spec, methods: list[str], out: Analysis) -> Table:
+    """The report's claims about this task (the spec's `claims.*` entries), each with this run's statistic and a
+    verdict; the verdict is also set as the fact `claims.<id>`, beside the report's "yes"."""
+    table = Table("findings", "The report's claims against this run (generation accuracy). Rules: 'beats' is reproduced "
+                  "in kind when the bridge is more accurate than every method the claim names with McNemar's "
+                  "Holm-adjusted p < 0.05; 'falls below' when it is less accurate than the better of the two with "
+                  f"p < 0.05, not testable at this scale when that text scores under {TASK_FLOOR:.0%} or under chance "
+                  "(the model cannot do the task as prompted); 'collapse' when the bridge gives fewer distinct answers than "
+                  f"{COLLAPSE_FRACTION:.0%} of the gold answers' distinct values; not reproduced otherwise",
+                  [Column("claim", align="l"), Column("this run", align="l"), Column("verdict", align="l")])
     m = out.metrics
     bridge = m.get("bridge.generation.accuracy")
-    for claim, others in FINDINGS:
-        present = [o for o in others if o in methods and f"mcnemar.{o}.generation.pvalue_holm" in m]
-        if bridge is None or len(present) != len(others):
+
+    def compared(method: str) -> str:
+        return f"{METHOD_NAMES[method]} {_pct(m[f'{method}.generation.accuracy'])} (p {m[f'mcnemar.{method}.generation.pvalue_holm']:.2g})"
+
+    for exp in spec.expected:
+        if not exp.metric.startswith("claims."):
             continue
-        parts = [f"{METHOD_NAMES[o]} {_pct(m[f'{o}.generation.accuracy'])} (p {m[f'mcnemar.{o}.generation.pvalue_holm']:.2g})"
-                 for o in present]
-        won = all(bridge > m[f"{o}.generation.accuracy"] and m[f"mcnemar.{o}.generation.pvalue_holm"] < 0.05
-                  for o in present)
-        table.add(claim, f"bridge {_pct(bridge)} vs " + ", ".join(parts), "reproduced in kind" if won else "not reproduced")
+        claim_id = exp.metric.removeprefix("claims.")
+        if claim_id not in CLAIMS:
+            raise SpecError(f"unknown claim {claim_id!r} (known: {', '.join(CLAIMS)})", spec.name, "expected")
+        text, others, direction = CLAIMS[claim_id]
+        label = f"{text} (§{exp.section})"
+        if direction == "collapse":
+            distinct, gold = m.get("bridge.distinct_answers"), m.get("gold.distinct_answers")
+            if distinct is None or gold is None:
+                continue
+            held = distinct < COLLAPSE_FRACTION * gold
+            shown = (f"bridge {distinct:.0f} distinct answers (the most common on {m['bridge.top_answer_share']:.0%} of "
+                     f"items) for {gold:.0f} distinct gold answers")
+        else:
+            present = [o for o in others if o in methods and f"mcnemar.{o}.generation.pvalue_holm" in m]
+            if bridge is None or len(present) != len(others):
+                continue
+            if direction == "above":
+                held = all(bridge > m[f"{o}.generation.accuracy"] and m[f"mcnemar.{o}.generation.pvalue_holm"] < 0.05
+                           for o in present)
+                shown = f"bridge {_pct(bridge)} vs " + ", ".join(compared(o) for o in present)
+            else:
+                better = max(present, key=lambda o: m[f"{o}.generation.accuracy"])
+                held = bridge < m[f"{better}.generation.accuracy"] and m[f"mcnemar.{better}.generation.pvalue_holm"] < 0.05
+                shown = f"bridge {_pct(bridge)} vs the better, " + compared(better)
+        verdict = "reproduced in kind" if held else "not reproduced"
+        if direction == "below" and m[f"{better}.generation.accuracy"] < max(TASK_FLOOR, m.get("chance.accuracy", 0)):
+            verdict = "not testable at this scale"
+        out.facts[exp.metric] = verdict
+        table.add(label, shown, verdict)
     texts = [o for o in ("sender_text", "receiver_text") if f"mcnemar.{o}.generation.pvalue_holm" in m]
     if bridge is not None and len(texts) == 2:  # §86's "bridge vs best model", as a number the report gives
         better = max(texts, key=lambda o: m[f"{o}.generation.accuracy"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from statsmodels.stats.proportion import proportions_ztest
+
 from harness.kinds.bridge.analysis import METHOD_NAMES, SCORINGS, _pct, first_expected
 from harness.report.figures import pyplot, save_figure
 from harness.report.tables import Column, Table
@@ -22,6 +24,38 @@ def _cell(metrics: dict, spec, key: str) -> str:
     if entry is None or not isinstance(entry.value, float):
         return text
     return f"{text} ({_pct(entry.value)}, §{entry.section})"
+
+
+def _token_scaling_findings(rows) -> Table:
+    """Section 64's "more tokens = worse performance", per task: fewest against most soft tokens."""
+    table = Table("token_scaling", "Section 64's inverse token scaling against this run. Rule: reproduced in kind when "
+                  "accuracy with the most soft tokens is below that with the fewest by a two-sided two-proportion z-test "
+                  "with p < 0.05 (statsmodels; the runs share their items, which the test ignores); not reproduced "
+                  "otherwise", [Column("Task", align="l"), Column("Measure", align="l"), Column("Reported", align="l"),
+                                Column("This run", align="l"), Column("verdict", align="l")])
+    by_task: dict[str, list] = {}
+    for e in rows:
+        if e.analysis:
+            by_task.setdefault(e.spec.task.dataset, []).append(e)
+    for task, runs in sorted(by_task.items()):
+        runs.sort(key=lambda e: e.spec.bridge.soft_tokens)
+        if len(runs) < 2:
+            continue
+        key = "bridge.generation.digit_accuracy" if task == PASSKEY else "bridge.generation.accuracy"
+        counts = []
+        for e in (runs[0], runs[-1]):
+            m = e.analysis.metrics
+            trials = int(m["n_items"]) * (sum(1 for k in m if k.startswith(f"{key}.position_")) or 1)
+            counts.append((round(m[key] * trials), trials))
+        (few, n_few), (many, n_many) = counts
+        _, pvalue = proportions_ztest([few, many], [n_few, n_many])
+        held = many / n_many < few / n_few and pvalue < 0.05
+        reported = [next((x.value for x in e.spec.expected if x.metric == key), None) for e in (runs[0], runs[-1])]
+        table.add(task, "digit accuracy (every digit of every item)" if task == PASSKEY else "generation accuracy",
+                  " -> ".join(_pct(v) for v in reported if isinstance(v, float)) + " (§64)",
+                  f"{runs[0].spec.bridge.soft_tokens} tokens {_pct(few / n_few)} -> {runs[-1].spec.bridge.soft_tokens} "
+                  f"tokens {_pct(many / n_many)} (p {pvalue:.2g})", "reproduced in kind" if held else "not reproduced")
+    return table
 
 
 def _seed_cell(metrics: dict) -> str | None:
@@ -49,7 +83,8 @@ def summary(entries, figure_dir: Path) -> tuple[list[Table], list[str], list[Pat
              "profile named in its page; reported values from the seed report (paper profile: Llama-3.1-8B -> "
              "Mistral-7B). Generation accuracy is the report's protocol; scored accuracy is shown beside it. "
              "Bridge and Bridge (scored) are the first training seed; where a spec ran several, the mean over "
-             "seeds with a t interval is beside them."]
+             "seeds with a t interval is beside them. Each spec's page tests the report's claims about its task (bridge "
+             "against relay, text, 5-shot and prompt tuning) with McNemar and gives each a verdict."]
     tables = []
     master = Table("master", "Master table: bridge vs text on the same items (seed 002; each reported cell names its section)", [
         Column("Task", align="l"), Column("Classes", "d"), Column("Profile", align="l"), Column("N", "d"),
@@ -79,6 +114,9 @@ def summary(entries, figure_dir: Path) -> tuple[list[Table], list[str], list[Pat
                      _cell(m, e.spec, "bridge.generation.accuracy"), _cell(m, e.spec, "bridge.scored.accuracy"),
                      _cell(m, e.spec, "bridge.generation.digit_accuracy") if e.spec.task.dataset == PASSKEY else None)
     tables.append(ablation)
+    scaling = _token_scaling_findings(rows)
+    if scaling.rows:
+        tables.append(scaling)
 
     reasoning = [e for e in entries if "reasoning" in e.spec.tags]
     if reasoning:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
+from statsmodels.stats.weightstats import DescrStatsW
 
 from harness import stats
 from harness.report.tables import Analysis, Column, Table
@@ -88,7 +89,7 @@ def analyze(spec: TRESweepSpec, records: list[dict], curves: list[dict] | None =
         _power_table(out, expected, models, names),
         _calibration_table(out, spec, models, names, calibrations),
         _nonfinite_table(out, models, names, by, conditions),
-        _findings_table(out, models, names, conditions),
+        _findings_table(out, expected, spec, models, names, by, conditions),
     ]
     tables = [t for t in tables if t is not None and t.rows]
     if any(t.key == "nonfinite" for t in tables):  # a run that met NaN/Inf leads with what went wrong
@@ -127,6 +128,13 @@ def spec_notes(spec: TRESweepSpec) -> list[str]:
     return _controller_notes(spec, expected, list(spec.models), {m: model_entry(m).display_name for m in spec.models}, {})
 
 
+def _typical_signal_parameters(spec: TRESweepSpec) -> dict[str, float]:
+    """A typical signal's parameters: the reconstructed mapping's centres, or the middle of each range."""
+    centres = getattr(spec.mapping, "centres", None)
+    return {p: getattr(centres, p) if centres is not None else
+            getattr(spec.ranges, p).lo + 0.5 * (getattr(spec.ranges, p).hi - getattr(spec.ranges, p).lo) for p in PARAMS}
+
+
 def _controller_notes(spec: TRESweepSpec, expected: dict, models: list[str], names: dict, metrics: dict) -> list[str]:
     notes = []
     for m in models:
@@ -145,9 +153,7 @@ def _controller_notes(spec: TRESweepSpec, expected: dict, models: list[str], nam
                      + ", ".join(f"{p} {getattr(centres, p):g}" for p in PARAMS) + "), chosen as the report's neural "
                      "means, so the neural parameter means here confirm nothing about the report's; only the diversity "
                      "outcomes are evidence.")
-    # a typical signal's parameters: the centres, or the middle of each range under a linear map
-    mid = {p: getattr(centres, p) if centres is not None else
-           getattr(spec.ranges, p).lo + 0.5 * (getattr(spec.ranges, p).hi - getattr(spec.ranges, p).lo) for p in PARAMS}
+    mid = _typical_signal_parameters(spec)
     if mid["top_p"] > spec.baseline.top_p and mid["top_k"] < spec.baseline.top_k:
         shifted = [f"{names[m]} random: top_p {metrics[f'{m}.params.random.top_p.mean']:.3f}, "
                    f"top_k {metrics[f'{m}.params.random.top_k.mean']:.1f}" for m in models
@@ -222,17 +228,33 @@ def _significance_table(out, expected, models, names, by, conditions) -> Table |
     return table
 
 
-def _findings_table(out, models, names, conditions) -> Table | None:
+def _findings_table(out, expected, spec, models, names, by, conditions) -> Table | None:
     """The report's headline findings (seed 000, Results and Interpretation) with this run's statistic and a verdict."""
-    if not {"neural", "baseline"} <= set(conditions):
-        return None
     table = Table("findings", "The report's findings against this run. Rules: a difference in vocab diversity is reproduced "
                   "in kind when it has the report's sign and Welch's p < 0.05 here, not reproduced otherwise; 'not "
                   "significant at p < 0.05' is reproduced when p >= 0.05 here; the win rate when it exceeds 50% with sign "
-                  "test p < 0.05",
+                  "test p < 0.05; the parameter shift when the neural condition's per-generation mean top_p is above the "
+                  "baseline's and its mean top_k below, each by a one-sample t-test with p < 0.05 (a design consequence "
+                  "when the ranges alone put a typical signal there); non-finite probabilities when any sampling step "
+                  "met NaN/Inf (mask policy)",
                   [Column("finding", align="l"), Column("reported", align="l"), Column("model", align="l"),
                    Column("this run", align="l"), Column("verdict", align="l")])
     m = out.metrics
+    for model in models:
+        if expected.get(f"{model}.nonfinite_sampling") == "yes":
+            logit = sum(m.get(f"{model}.nonfinite.{c}.logit_tokens", 0) for c in conditions)
+            ended = sum(m.get(f"{model}.nonfinite.{c}.ended_generations", 0) for c in conditions)
+            generations = sum(len(by[(model, c)]) for c in conditions)
+            bad = out.facts.get(f"{model}.nonfinite_sampling") == "yes"
+            table.add("sampling meets NaN/Inf probabilities (Why Gemma 3 Failed)", "every precision mode, Gemma-3-27B-IT",
+                      names[model], f"{logit:,.0f} sampling steps with NaN/Inf logits; {ended:,.0f} of {generations:,} "
+                      f"generations ended by them; calibration {m.get(f'{model}.calibration.nonfinite_values', 0):,.0f} "
+                      "non-finite values", "reproduced in kind" if bad else "not reproduced")
+    if not {"neural", "baseline"} <= set(conditions):
+        return table
+    for model in models:
+        if any(g["top_p"] for g in by[(model, "neural")]):  # not when every generation ended before its first token
+            table.add(*_parameter_shift_finding(spec, names[model], by[(model, "neural")]))
     for model in models:
         for pair, reported in (("neural_vs_baseline", "d 0.093 / 0.197 / 0.087, p 0.39 / 0.066 / 0.42"),
                                ("neural_vs_random", "d 0.083 / 0.089 / 0.065")):
@@ -255,6 +277,25 @@ def _findings_table(out, models, names, conditions) -> Table | None:
                       f"{rate:.0%}, sign test p {sign_p:.3f}",
                       "reproduced in kind" if rate > 0.5 and sign_p < 0.05 else "not reproduced")
     return table
+
+
+def _parameter_shift_finding(spec, name: str, neural: list[dict]) -> list[str]:
+    """'TRE raised top_p and lowered top_k versus baseline' (What TRE Actually Did to Sampling Parameters)."""
+    base_p, base_k = spec.baseline.top_p, spec.baseline.top_k
+    p_means = [float(np.mean(g["top_p"])) for g in neural if g["top_p"]]
+    k_means = [float(np.mean(g["top_k"])) for g in neural if g["top_k"]]
+    _, p_pvalue, _ = DescrStatsW(np.array(p_means)).ttest_mean(base_p)
+    _, k_pvalue, _ = DescrStatsW(np.array(k_means)).ttest_mean(base_k)
+    raised = float(np.mean(p_means)) > base_p and p_pvalue < 0.05
+    lowered = float(np.mean(k_means)) < base_k and k_pvalue < 0.05
+    shown = (f"top_p {np.mean(p_means):.3f} (p {p_pvalue:.2g}), top_k {np.mean(k_means):.1f} (p {k_pvalue:.2g}) against "
+             f"the baseline's {base_p:g} / {base_k:g}")
+    if _typical_signal_parameters(spec)["top_p"] > base_p and _typical_signal_parameters(spec)["top_k"] < base_k:
+        verdict = "design consequence"
+    else:
+        verdict = "reproduced in kind" if raised and lowered else "not reproduced"
+    return ["TRE raised top_p and lowered top_k versus baseline", "top_p 0.9 -> 0.946-0.984; top_k 50 -> lower",
+            name, shown, verdict]
 
 
 def _aggregate_table(out, expected, models, names, by, conditions) -> Table:
