@@ -318,6 +318,11 @@ def test_the_reports_claims_get_verdicts_by_their_stated_rule():
     below_chance = {"chance": (0.5, None), "bridge": (0.2, None), "sender_text": (0.45, 0.001), "receiver_text": (0.3, 1.0)}
     assert verdicts(below_chance, claims("bridge_below_better_text"))[0] == {
         "The bridge falls bel": "not testable at this scale"}
+    # beating texts that score under chance says nothing; beating a relay at chance is the report's point
+    weak = {"chance": (1 / 6, None), "bridge": (0.9, None), "text_relay": (0.05, 1e-9), "sender_text": (0.01, 1e-9),
+            "receiver_text": (0.3, 1e-6)}
+    assert verdicts(weak, claims("bridge_above_text_relay", "bridge_above_both_texts"))[0] == {
+        "The bridge beats the": "reproduced in kind", "Super-additive: the ": "not testable at this scale"}
     with pytest.raises(SpecError, match="unknown claim 'bridge_flies'"):
         verdicts(runs, claims("bridge_flies"))
 

@@ -239,8 +239,10 @@ CLAIMS = {
     "answers_collapse": ("The bridge's answers collapse to a few numbers whatever the question", [], "collapse"),
 }
 COLLAPSE_FRACTION = 0.1  # "collapsed": fewer distinct answers than this fraction of the gold answers' distinct values
-TASK_FLOOR = 0.1  # a 'falls below' claim needs a text baseline that can do the task: the better one scores at least
-# this and at least chance
+# A claim about how the bridge compares with the models' own reading of the text (every claim but the relay's, whose
+# point is that the relay falls to chance) needs baselines that can do the task as prompted: each compared method
+# (for 'falls below', the better one) must score at least this and at least chance.
+TASK_FLOOR = 0.1
 
 
 def _findings_table(spec, methods: list[str], out: Analysis) -> Table:
@@ -249,9 +251,11 @@ def _findings_table(spec, methods: list[str], out: Analysis) -> Table:
     table = Table("findings", "The report's claims against this run (generation accuracy). Rules: 'beats' is reproduced "
                   "in kind when the bridge is more accurate than every method the claim names with McNemar's "
                   "Holm-adjusted p < 0.05; 'falls below' when it is less accurate than the better of the two with "
-                  f"p < 0.05, not testable at this scale when that text scores under {TASK_FLOOR:.0%} or under chance "
-                  "(the model cannot do the task as prompted); 'collapse' when the bridge gives fewer distinct answers than "
-                  f"{COLLAPSE_FRACTION:.0%} of the gold answers' distinct values; not reproduced otherwise",
+                  "p < 0.05; 'collapse' when the bridge gives fewer distinct answers than "
+                  f"{COLLAPSE_FRACTION:.0%} of the gold answers' distinct values; not reproduced otherwise. Not testable "
+                  f"at this scale when a compared text, few-shot or prompt-tuning baseline (for 'falls below', the "
+                  f"better text) scores under {TASK_FLOOR:.0%} or under chance: the model cannot do the task as "
+                  "prompted (the relay is exempt: its falling to chance is the report's point)",
                   [Column("claim", align="l"), Column("this run", align="l"), Column("verdict", align="l")])
     m = out.metrics
     bridge = m.get("bridge.generation.accuracy")
@@ -287,7 +291,9 @@ def _findings_table(spec, methods: list[str], out: Analysis) -> Table:
                 held = bridge < m[f"{better}.generation.accuracy"] and m[f"mcnemar.{better}.generation.pvalue_holm"] < 0.05
                 shown = f"bridge {_pct(bridge)} vs the better, " + compared(better)
         verdict = "reproduced in kind" if held else "not reproduced"
-        if direction == "below" and m[f"{better}.generation.accuracy"] < max(TASK_FLOOR, m.get("chance.accuracy", 0)):
+        floor = max(TASK_FLOOR, m.get("chance.accuracy", 0))
+        baselines = [better] if direction == "below" else [o for o in others if o != "text_relay"]
+        if any(m[f"{o}.generation.accuracy"] < floor for o in baselines):
             verdict = "not testable at this scale"
         out.facts[exp.metric] = verdict
         table.add(label, shown, verdict)
