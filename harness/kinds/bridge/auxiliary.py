@@ -14,6 +14,9 @@ Losses (each added with a weight in the spec):
                          MSE to the masked mean of the source states
   bag_of_words           V9: a linear head over the sender's vocabulary on the max-pooled raw output, multi-hot BCE
   token_weights          V11: per-token LM-loss weights, the first N target tokens x W, normalised by the weight sum
+
+Not wired into the bridge yet: OutputHead is the superset of modules.OutputScaling (rms, tanh, none), which it
+replaces when the lineage's spec fields land (a change that reruns every bridge stage, so it is made once).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ Conditioning follows the report's three versions:
   hybrid           (V14) attention pooling with a learnable query into the AdaLN condition, plus cross-attention
 Rectified flow: x_t = t x1 + (1 - t) x0 with x0 ~ N(0, I), velocity target x1 - x0, MSE, t ~ U(0, 1); sampling
 integrates dx/dt = v from t = 0 to 1 with Euler steps. Weights for sampling are an exponential moving average.
+Not wired into a spec yet (seed 002's V12-V14 build on the GSM8K lineage's base spec).
 """
 
 from __future__ import annotations

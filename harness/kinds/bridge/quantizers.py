@@ -5,6 +5,10 @@ VectorQuantizer: a learned codebook, L2 or cosine nearest code, straight-through
 FSQ: project to len(levels) dimensions, bound with tanh, round each dimension to its levels (straight-through),
 project back. Its two diversity terms are kept exactly as the report had them: the "unique-code" term is computed
 from torch.unique and carries no gradient (section 51's bug), the variance term is differentiable (its fix).
+
+Not wired into the bridge yet: this VectorQuantizer is the superset of modules.VectorQuantizer (L2, normal init),
+which it replaces when the lineage's spec fields land. That change reruns every bridge stage, so it is made
+once, together with the rest of the lineage.
 """
 
 from __future__ import annotations
