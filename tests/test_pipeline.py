@@ -293,8 +293,8 @@ def test_a_queue_of_spec_variants_runs_with_two_workers(tiny_project, tmp_path):
 
     DVC's queue workers outlive the command that starts them and inherit its output, so every DVC call here
     writes to a file and has a time limit; completion is read from git while workers run (a DVC call would wait
-    for their locks); a queue that stalls with entries left (a known DVC queue behaviour) is restarted once;
-    whatever is left running is killed at the end."""
+    for their locks); a queue that stalls with entries left (a known DVC queue behaviour) is restarted once,
+    after queueing again any entry that DVC failed; whatever is left running is killed at the end."""
     import time
 
     work, sh = tiny_project
@@ -337,6 +337,13 @@ def test_a_queue_of_spec_variants_runs_with_two_workers(tiny_project, tmp_path):
                 break
             for proc in _processes_under(work):
                 proc.kill()
+            # DVC's workers race on git's packed-refs lock, which fails an entry now and then (treeverse/dvc#10673):
+            # the log keeps the queue's state, and a failed variant is queued again, as README says to do
+            if "Failed" in dvc("queue", "status", timeout=60):
+                dvc("queue", "remove", "--failed", timeout=60)
+                for seed in (1, 2):
+                    if f"seed{seed}" not in finished():
+                        dvc("exp", "run", "--queue", "-n", f"seed{seed}", "-S", f"specs/residual_gain_local.yaml:seed={seed}")
         assert len(finished()) == 2, f"the queue ran only {sorted(finished())}:\n{log.read_text()[-4000:]}"
         until = time.time() + 60  # idle workers shut down 10 s after the queue empties
         while _processes_under(work) and time.time() < until:
