@@ -16,7 +16,7 @@ from statsmodels.stats.contingency_tables import mcnemar as _sm_mcnemar
 from statsmodels.stats.descriptivestats import sign_test
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower
-from statsmodels.stats.proportion import proportion_confint
+from statsmodels.stats.proportion import proportion_confint, proportions_ztest
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
 MCNEMAR_EXACT_BELOW = 25  # discordant pairs; the usual rule for the exact binomial version
@@ -154,15 +154,25 @@ def welch_t_test(x: Sequence[float], y: Sequence[float], alpha: float = 0.05) ->
     return TTestResult(float(statistic), float(pvalue), float(df), float(x.mean() - y.mean()), float(low), float(high))
 
 
+def one_sample_t_test(x: Sequence[float], value: float, alpha: float = 0.05) -> TTestResult:
+    """t-test of the mean of x against a fixed value (mean_difference and its interval: mean(x) - value)."""
+    sample = DescrStatsW(_floats(x, "x") - value)
+    statistic, pvalue, df = sample.ttest_mean(0.0)
+    low, high = sample.tconfint_mean(alpha=alpha)
+    return TTestResult(float(statistic), float(pvalue), float(df), float(sample.mean), float(low), float(high))
+
+
 def paired_t_test(x: Sequence[float], y: Sequence[float], alpha: float = 0.05) -> TTestResult:
     """t-test on the differences x - y of paired observations."""
     x, y = _floats(x, "x"), _floats(y, "y")
     if x.shape != y.shape:
         raise ValueError(f"paired samples must be equally long ({x.size} vs {y.size})")
-    diffs = DescrStatsW(x - y)
-    statistic, pvalue, df = diffs.ttest_mean(0.0)
-    low, high = diffs.tconfint_mean(alpha=alpha)
-    return TTestResult(float(statistic), float(pvalue), float(df), float(diffs.mean), float(low), float(high))
+    return one_sample_t_test(x - y, 0.0, alpha)
+
+
+def two_proportion_z_test(successes: Sequence[int], trials: Sequence[int]) -> float:
+    """Two-sided p-value of a z-test that two independent proportions are equal."""
+    return float(proportions_ztest(list(successes), list(trials))[1])
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,25 @@ def test_paired_t_test_matches_r():
     assert (result.ci_low, result.ci_high) == pytest.approx((-2.4598858, -0.7001142), abs=1e-6)
 
 
+def test_one_sample_t_test_matches_scipy_and_the_paired_test_is_one_on_differences():
+    from scipy.stats import ttest_1samp
+
+    result = stats.one_sample_t_test(SLEEP_1, 0.5)
+    reference = ttest_1samp(SLEEP_1, 0.5)
+    assert result.statistic == pytest.approx(reference.statistic) and result.pvalue == pytest.approx(reference.pvalue)
+    assert result.df == 9 and result.mean_difference == pytest.approx(sum(SLEEP_1) / 10 - 0.5)
+    paired = stats.paired_t_test(SLEEP_1, SLEEP_2)
+    on_differences = stats.one_sample_t_test([a - b for a, b in zip(SLEEP_1, SLEEP_2)], 0.0)
+    assert paired == on_differences
+
+
+def test_two_proportion_z_test_is_the_pooled_z_test():
+    x1, n1, x2, n2 = 17, 200, 4, 200
+    pooled = (x1 + x2) / (n1 + n2)
+    z = (x1 / n1 - x2 / n2) / math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    assert stats.two_proportion_z_test([x1, x2], [n1, n2]) == pytest.approx(math.erfc(abs(z) / math.sqrt(2)))
+
+
 def test_win_rate_counts_and_sign_test():
     result = stats.win_rate([3, 2, 5, 1, 4], [1, 2, 4, 2, 0])
     assert (result.wins, result.ties, result.losses, result.n) == (3, 1, 1, 5)

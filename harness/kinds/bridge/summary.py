@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from statsmodels.stats.proportion import proportions_ztest
-
+from harness import stats
 from harness.kinds.bridge.analysis import METHOD_NAMES, SCORINGS, _pct, first_expected
 from harness.report.figures import pyplot, save_figure
 from harness.report.tables import Column, Table
@@ -48,7 +47,7 @@ def _token_scaling_findings(rows) -> Table:
             trials = int(m["n_items"]) * (sum(1 for k in m if k.startswith(f"{key}.position_")) or 1)
             counts.append((round(m[key] * trials), trials))
         (few, n_few), (many, n_many) = counts
-        _, pvalue = proportions_ztest([few, many], [n_few, n_many])
+        pvalue = stats.two_proportion_z_test([few, many], [n_few, n_many])
         held = many / n_many < few / n_few and pvalue < 0.05
         reported = [next((x.value for x in e.spec.expected if x.metric == key), None) for e in (runs[0], runs[-1])]
         table.add(task, "digit accuracy (every digit of every item)" if task == PASSKEY else "generation accuracy",

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
-from statsmodels.stats.weightstats import DescrStatsW
 
 from harness import stats
 from harness.report.tables import Analysis, Column, Table
@@ -135,6 +134,12 @@ def _typical_signal_parameters(spec: TRESweepSpec) -> dict[str, float]:
             getattr(spec.ranges, p).lo + 0.5 * (getattr(spec.ranges, p).hi - getattr(spec.ranges, p).lo) for p in PARAMS}
 
 
+def _ranges_raise_top_p_and_lower_top_k(spec: TRESweepSpec) -> bool:
+    """Whether the ranges alone give a typical signal a higher top_p and a lower top_k than the baseline's."""
+    mid = _typical_signal_parameters(spec)
+    return mid["top_p"] > spec.baseline.top_p and mid["top_k"] < spec.baseline.top_k
+
+
 def _controller_notes(spec: TRESweepSpec, expected: dict, models: list[str], names: dict, metrics: dict) -> list[str]:
     notes = []
     for m in models:
@@ -153,8 +158,8 @@ def _controller_notes(spec: TRESweepSpec, expected: dict, models: list[str], nam
                      + ", ".join(f"{p} {getattr(centres, p):g}" for p in PARAMS) + "), chosen as the report's neural "
                      "means, so the neural parameter means here confirm nothing about the report's; only the diversity "
                      "outcomes are evidence.")
-    mid = _typical_signal_parameters(spec)
-    if mid["top_p"] > spec.baseline.top_p and mid["top_k"] < spec.baseline.top_k:
+    if _ranges_raise_top_p_and_lower_top_k(spec):
+        mid = _typical_signal_parameters(spec)
         shifted = [f"{names[m]} random: top_p {metrics[f'{m}.params.random.top_p.mean']:.3f}, "
                    f"top_k {metrics[f'{m}.params.random.top_k.mean']:.1f}" for m in models
                    if f"{m}.params.random.top_p.mean" in metrics]
@@ -284,13 +289,13 @@ def _parameter_shift_finding(spec, name: str, neural: list[dict]) -> list[str]:
     base_p, base_k = spec.baseline.top_p, spec.baseline.top_k
     p_means = [float(np.mean(g["top_p"])) for g in neural if g["top_p"]]
     k_means = [float(np.mean(g["top_k"])) for g in neural if g["top_k"]]
-    _, p_pvalue, _ = DescrStatsW(np.array(p_means)).ttest_mean(base_p)
-    _, k_pvalue, _ = DescrStatsW(np.array(k_means)).ttest_mean(base_k)
+    p_pvalue = stats.one_sample_t_test(p_means, base_p).pvalue
+    k_pvalue = stats.one_sample_t_test(k_means, base_k).pvalue
     raised = float(np.mean(p_means)) > base_p and p_pvalue < 0.05
     lowered = float(np.mean(k_means)) < base_k and k_pvalue < 0.05
     shown = (f"top_p {np.mean(p_means):.3f} (p {p_pvalue:.2g}), top_k {np.mean(k_means):.1f} (p {k_pvalue:.2g}) against "
              f"the baseline's {base_p:g} / {base_k:g}")
-    if _typical_signal_parameters(spec)["top_p"] > base_p and _typical_signal_parameters(spec)["top_k"] < base_k:
+    if _ranges_raise_top_p_and_lower_top_k(spec):
         verdict = "design consequence"
     else:
         verdict = "reproduced in kind" if raised and lowered else "not reproduced"
