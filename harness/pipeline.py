@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from harness.codegraph import PROJECT_ROOT, analyze_roots, closure, module_files, run_roots
-from registry.documentation import without_documentation
+from registry.documentation import DOCUMENTATION_FIELDS
 from registry.kinds import KINDS
 from registry.loader import load_spec, spec_files_read
 from registry.yaml_io import parse_yaml
@@ -69,12 +69,11 @@ def catalog_params(spec) -> list[dict]:
     return [p for p in params if next(iter(p.values()))]
 
 
-def spec_params(yaml_file: str, documentation: bool = False) -> dict:
-    """A spec YAML file as DVC params: its top-level fields other than the documentation fields (what a run
+def spec_fields(yaml_file: str, documentation: bool = False) -> list[str]:
+    """A spec YAML file's top-level fields as DVC params: those other than the documentation fields (what a run
     computes from), or only the documentation fields (what the analysis shows beside the results)."""
     fields = parse_yaml(Path(yaml_file).read_text(encoding="utf-8"), yaml_file)
-    settings = without_documentation(fields)
-    return {yaml_file: [key for key in fields if (key not in settings) == documentation]}
+    return [key for key in fields if (key in DOCUMENTATION_FIELDS) == documentation]
 
 
 def untracked_spec_fields(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
@@ -90,7 +89,7 @@ def untracked_spec_fields(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
             for yaml_file, listed in entry.items():
                 if not yaml_file.startswith("specs/") or not Path(yaml_file).is_file():
                     continue
-                wanted = spec_params(yaml_file, documentation=stage.startswith("analyze-"))[yaml_file]
+                wanted = spec_fields(yaml_file, documentation=stage.startswith("analyze-"))
                 missing = [key for key in wanted if key not in (listed or [])]
                 problems += [f"{yaml_file}: field {key!r} is not a param of stage {stage} in {dvc_yaml}, so `dvc repro` "
                              f"would not rerun it when the field changes; run `harness pipeline --write`" for key in missing]
@@ -122,13 +121,13 @@ def build_stages(params: dict) -> dict:
         stages[f"run-{name}"] = {
             "cmd": f"harness run {spec_file} --profile ${{profile}} --quiet --no-analyze",
             "deps": other_inputs + closure_files(run_roots(kind), kind, whole_catalog=False),
-            "params": ["profile", *(spec_params(p) for p in yaml_inputs), *catalog_params(spec)],
+            "params": ["profile", *({p: spec_fields(p)} for p in yaml_inputs), *catalog_params(spec)],
             "outs": [{f"{run_dir}/{out}": {"cache": False}} for out in RUN_OUTS],
         }
         stages[f"analyze-{name}"] = {
             "cmd": f"harness analyze {spec_file}",
             "deps": [f"{run_dir}/{out}" for out in RUN_OUTS] + closure_files(analyze_roots(kind), kind, whole_catalog=False),
-            "params": [*(p for p in (spec_params(y, documentation=True) for y in yaml_inputs) if next(iter(p.values()))),
+            "params": [*({p: keys} for p in yaml_inputs if (keys := spec_fields(p, documentation=True))),
                        *catalog_params(spec)],
             "outs": [{f"{run_dir}/figures": {"cache": False}}],
             "metrics": [{f"{run_dir}/metrics.json": {"cache": False}}],

@@ -1,7 +1,7 @@
 """The spec fields that document an experiment and never change what a run computes.
 
-Editing them re-renders the report but reruns no model: dvc.yaml leaves them out of each run stage's params,
-and a saved run whose spec differs from the file only in them is still the file's run. (Kept out of
+Editing them reruns the spec's analysis and the report but no model: dvc.yaml lists them as params of the
+analysis stage only, and a saved run whose spec differs from the file only in them is still the file's run. (Kept out of
 registry/common.py on purpose: every run stage depends on that file.)
 """
 
