@@ -19,6 +19,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from harness.kinds.bridge.auxiliary import masked_mean
+
 Condition = Literal["mean_pool", "cross_attention", "hybrid"]
 CONDITIONS: tuple[str, ...] = ("mean_pool", "cross_attention", "hybrid")
 
@@ -104,8 +106,7 @@ class DiTDenoiser(nn.Module):
             else source_mask.bool()
         cond = self.time(timestep_features(t, src.shape[-1]).to(dtype))
         if self.condition == "mean_pool":
-            weights = mask.to(dtype)[..., None]
-            cond = cond + self.pool((src * weights).sum(1) / weights.sum(1).clamp(min=1.0))
+            cond = cond + self.pool(masked_mean(src, mask))
         elif self.condition == "hybrid":
             pooled = self.pool_attention(self.query.expand(src.shape[0], -1, -1), src, src,
                                          key_padding_mask=~mask, need_weights=False)[0]
