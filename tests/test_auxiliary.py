@@ -6,21 +6,22 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from harness.kinds.bridge.auxiliary import (BagOfWordsHead, OutputHead, ReconstructionHead, anchor, chance_info_nce,
-                                            info_nce, masked_mean, reconstruction_cosine, token_weights)
+from harness.kinds.bridge.auxiliary import (BagOfWordsHead, ReconstructionHead, anchor, chance_info_nce, info_nce,
+                                            masked_mean, reconstruction_cosine, token_weights)
+from harness.kinds.bridge.modules import OutputScaling
 
 
 def test_heads_bound_or_normalise_and_scale():
     raw = torch.tensor([[[3.0, -4.0, 0.0, 1.0]]])
-    assert torch.allclose(OutputHead("tanh_scale", 4, 0.03)(raw), 0.03 * torch.tanh(raw))
-    rms = OutputHead("rms_scale", 4, 2.0)(raw)
+    assert torch.allclose(OutputScaling("tanh", 0.03, True)(raw), 0.03 * torch.tanh(raw))
+    rms = OutputScaling("rms", 2.0, True)(raw)
     assert torch.allclose(rms.pow(2).mean(-1).sqrt(), torch.tensor([[2.0]]), atol=1e-4)
-    ln = OutputHead("layernorm_tanh_scale", 4, 0.5)(raw)
+    ln = OutputScaling("layernorm_tanh", 0.5, True, 4)(raw)
     assert ln.abs().max() <= 0.5 and torch.allclose(ln, 0.5 * torch.tanh(F.layer_norm(raw, (4,))), atol=1e-6)
-    assert torch.equal(OutputHead("scale", 4, 3.0)(raw), 3 * raw)
-    assert OutputHead("tanh_scale", 4, 0.03).scale.requires_grad  # learnable, its trajectory is recorded
-    with pytest.raises(ValueError, match="head must be one of"):
-        OutputHead("sigmoid", 4)
+    assert torch.equal(OutputScaling("scale", 3.0, True)(raw), 3 * raw)
+    assert torch.equal(OutputScaling("none", 3.0, True)(raw), raw)
+    assert OutputScaling("tanh", 0.03, True).scale.requires_grad  # learnable, its trajectory is recorded
+    assert not OutputScaling("tanh", 0.03, False).scale.requires_grad
 
 
 def test_masked_mean_ignores_padding():

@@ -38,6 +38,9 @@ def test_totals_add_up_and_overall_is_numbers_plus_names():
     ("#### 7", False, True),
     ("The best way to get there. ### you can. ### you can", False, False),  # V12's output: no number
     ("I have 3 apples", False, False),  # a number, but no solution structure
+    ("2014-01-24T00:00:00+00:00", False, False),  # a date is not arithmetic
+    ("1.1.1.1.1.1", False, False),
+    ("<<16-3-4=9>>9 eggs", False, True),
     ("9 * 2 = 18 #### 18", True, False),  # right answers are not partial
 ])
 def test_partial_is_a_wrong_answer_shaped_like_a_solution(output, correct, partial):

@@ -182,15 +182,19 @@ def _render(reports: list[SpecReport], env, results_dir: Path, out_dir: Path) ->
             summarizer = kinds.summarizer(kind)
             if summarizer is None:
                 continue
+            entries = [r for r in reports if r.spec.kind == kind]
             name = f"{kind}_summary"
-            tables, notes, figures = summarizer.summary([r for r in reports if r.spec.kind == kind], stage / "figures" / name)
-            figures = [f"figures/{name}/{Path(f).name}" for f in figures]
-            summaries.append(name)
-            for ext in ("md", "tex"):
-                text = env.get_template(f"summary.{ext}.j2").render(kind=kind, name=name, tables=tables, notes=notes,
-                                                                     figures=figures)
-                (stage / f"{name}.{ext}").write_text(text, encoding="utf-8")
-                written.append(out_dir / f"{name}.{ext}")
+            pages = [(name, f"{kind}: across specs", *summarizer.summary(entries, stage / "figures" / name))]
+            if hasattr(summarizer, "pages"):  # optional: further cross-spec pages (name, title, tables, notes, figures)
+                pages += summarizer.pages(entries, stage / "figures")
+            for name, title, tables, notes, figures in pages:
+                figures = [f"figures/{name}/{Path(f).name}" for f in figures]
+                summaries.append(name)
+                for ext in ("md", "tex"):
+                    text = env.get_template(f"summary.{ext}.j2").render(kind=kind, title=title, name=name, tables=tables,
+                                                                         notes=notes, figures=figures)
+                    (stage / f"{name}.{ext}").write_text(text, encoding="utf-8")
+                    written.append(out_dir / f"{name}.{ext}")
         (stage / "README.md").write_text(env.get_template("index.md.j2").render(reports=reports, summaries=summaries),
                                          encoding="utf-8")
         written.append(out_dir / "README.md")

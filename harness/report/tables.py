@@ -55,6 +55,10 @@ class Analysis:
     facts: dict[str, str] = field(default_factory=dict)
     tables: list[Table] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # item id -> outcome, per method: what a cross-spec page pairs by item (McNemar); not written to metrics.json
+    per_item: dict[str, dict[str, bool]] = field(default_factory=dict)
+    # curve name -> (step, value) points a cross-spec figure draws; not written to metrics.json
+    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
     def set(self, key: str, value: float | None) -> None:
         """Record a metric; undefined values (None, NaN, Inf) are left out of metrics.json."""

@@ -1,11 +1,17 @@
 """Latent bridge (seed 002): a sender LLM's hidden states become soft tokens for a receiver LLM.
 
 Pipeline: sender hidden states of `bridge.sender_layer` -> StatisticalNormalizer (whitening,
-calibrated on `normalizer.calibration_items` items, optionally learnable) -> PerceiverResampler
-(`soft_tokens` learned queries; cross-attention to the sender sequence, self-attention, FFN)
--> output scaling (RMS-normalise or tanh, times a learnable scale initialised to the receiver's
-embedding RMS) -> optional VQ -> the receiver reads [BOS] primer <soft tokens> prompt and must
-produce the answer. Both LLMs are frozen. Every baseline is evaluated on the same items.
+calibrated on `normalizer.calibration_items` items, optionally learnable, optionally re-coloured to
+the receiver's embedding statistics) -> PerceiverResampler (`soft_tokens` learned queries;
+cross-attention to the sender sequence, self-attention, FFN) -> optional VQ or FSQ -> output head
+(RMS-normalise, tanh, LayerNorm + tanh, or none, times a learnable scale initialised to the
+receiver's embedding RMS) -> the receiver reads [BOS] primer <soft tokens> prompt and must produce
+the target. Both LLMs are frozen. Every baseline is evaluated on the same items.
+
+The GSM8K lineage of seed 002 (phases 1-15) adds auxiliary losses (`training.losses`), per-token
+loss weights, other targets (`task.target_template`), separate training and evaluation primers and
+the placement of the soft tokens; phases 12-14 replace the resampler by a rectified-flow DiT
+(`bridge.flow`). Every such field defaults to the behaviour without it.
 """
 
 from __future__ import annotations
@@ -66,6 +72,21 @@ class TaskSpec(StrictModel):
     input_template: str = Field("{text}", description="Builds the task input from an item's fields (text, question, choices, ...)")
     sender_template: str = Field("{input}", description="What the sender reads; its hidden states feed the bridge")
     primer: str = Field("Message:", description="Receiver text before the soft tokens (encoded once, no gradient)")
+    train_primer: str | None = Field(None, description=(
+        "Primer used in training only (default: `primer`). Setting it reproduces seed 002's phase-3 train/eval primer "
+        "mismatch (section 18); leave it unset so both use one primer."))
+    placement: Literal["after_primer", "before_bos"] = Field("after_primer", description=(
+        "after_primer: [BOS] primer <soft tokens> prompt; before_bos: <soft tokens> [BOS] prompt, with no primer "
+        "(seed 002's auto-encoder, phase 10). A receiver without BOS (SmolLM2) reads <soft tokens> prompt."))
+    target_template: str = Field("{answer}", description=(
+        "What the receiver is trained to write after the prompt (between answer_prefix and answer_suffix), from "
+        "{answer} (the gold label, code or final number), {solution} (GSM8K's worked solution ending in '#### n') "
+        "and {input}; e.g. '{input}\\nAnswer: {solution}' is the phase-10 auto-encoder target"))
+    target_max_tokens: int | None = Field(None, ge=1, le=100_000, description=(
+        "Train on at most this many target tokens per item (the rest is cut); none: the whole target"))
+    number_from: Literal["first_line", "final"] = Field("first_line", description=(
+        "Which number of a generation is the prediction (generation tasks): the first on its first line, or the "
+        "final answer as GSM8K marks it (after '####', else the last number in the text)"))
     prompt: str = Field("\nAnswer:", description="Receiver text after the soft tokens, before the answer")
     instruction: str = Field("", description="Start of every text-baseline prompt")
     list_labels: bool = Field(True, description="Name the labels in text-baseline instructions")
@@ -95,6 +116,14 @@ class TaskSpec(StrictModel):
         unknown = template_fields(self.input_template) - fields
         if unknown:
             raise ValueError(f"input_template uses {sorted(unknown)}, but {self.dataset} items have {sorted(fields)}")
+        unknown = template_fields(self.target_template) - {"answer", "solution", "input"}
+        if unknown:
+            raise ValueError(f"target_template may only use {{answer}}, {{solution}} and {{input}}, not {sorted(unknown)}")
+        if "solution" in template_fields(self.target_template) and self.task_type != "generation":
+            raise ValueError(f"target_template uses {{solution}}, which only generation datasets have ({self.dataset} "
+                             f"is a {self.task_type} task)")
+        if self.placement == "before_bos" and (self.primer or self.train_primer):
+            raise ValueError("placement 'before_bos' puts the soft tokens first: primer and train_primer must be empty")
         for name in ("sender_template", "item_template", "relay_template"):
             extra = template_fields(getattr(self, name)) - {"input"}
             if extra:
@@ -140,6 +169,10 @@ class TaskSpec(StrictModel):
 class NormalizerSpec(StrictModel):
     calibration_items: int = Field(500, ge=1, le=100_000, description="Items whose sender states give the whitening statistics")
     learnable: bool = Field(True, description="Train the whitening mean and scale with the bridge")
+    recolour: bool = Field(False, description=(
+        "Re-colour the whitened states with the receiver's input-embedding statistics (x * std_r + mean_r), as "
+        "seed 002's normalizer did (section 4): per dimension when sender and receiver have the same width, "
+        "else with the mean over dimensions of the receiver's std and mean"))
 
 
 class ResamplerSpec(StrictModel):
@@ -156,19 +189,73 @@ class ResamplerSpec(StrictModel):
 
 
 class OutputSpec(StrictModel):
-    scaling: Literal["rms", "tanh", "none"] = Field(
-        "rms", description="rms: x / rms(x) * scale; tanh: tanh(x) * scale; none: x as the resampler gives it")
+    scaling: Literal["rms", "tanh", "layernorm_tanh", "scale", "none"] = Field(
+        "rms", description=("rms: x / rms(x) * scale (section 54); tanh: tanh(x) * scale (V7, section 25); "
+                            "layernorm_tanh: tanh(LayerNorm(x)) * scale (V3, section 13); scale: x * scale, unbounded "
+                            "(V15 continuous, section 52); none: x as the resampler gives it"))
     scale_init: Union[Literal["receiver_rms"], float] = Field(
         "receiver_rms", description="Initial scale: the receiver's token-embedding RMS, or a number")
     learnable_scale: bool = True
 
 
 class VQSpec(StrictModel):
-    """Vector quantisation of the soft tokens (straight-through), as in the SST-2 signal check."""
+    """Vector quantisation of the resampler's output (straight-through): codebook loss + commitment x commitment
+    loss, as in seed 002's phase 15 (sections 46-47) and the SST-2 signal check (section 57)."""
 
     codebook_size: int = Field(4096, ge=2, le=1_048_576)
     commitment: float = Field(0.25, ge=0)
     weight: float = Field(1.0, ge=0, description="Weight of the VQ loss in the total")
+    distance: Literal["l2", "cosine"] = Field("l2", description="Nearest code by L2 distance or by cosine (section 47, issue 4)")
+    init: Literal["scaled_normal", "uniform", "normal", "unit"] = Field("scaled_normal", description=(
+        "Codebook init: N(0, 1/dim); nn.Embedding-style uniform +-1/codebook_size (section 47, issue 3: the loss "
+        "exploded); N(0, 1); N(0, 1) rows scaled to norm 1 (its fix)"))
+    pre_norm: bool = Field(False, description="LayerNorm before the quantizer (section 47, issue 3)")
+    entropy_weight: float = Field(0.0, ge=0, description="Weight of the code-usage entropy bonus (section 47, issue 5: 0.1)")
+    entropy_from: Literal["usage", "soft"] = Field("usage", description=(
+        "usage: entropy of the batch's hard code histogram, as the report computed it (no gradient reaches the "
+        "encoder through it); soft: of the softmax over negative distances"))
+
+
+class FSQSpec(StrictModel):
+    """Finite scalar quantisation (seed 002, sections 48-51): project to len(levels) dimensions, tanh, round each
+    dimension to its levels (straight-through), project back."""
+
+    levels: list[int] = Field(min_length=1, max_length=1024, description="Levels per dimension (8 x [8]; 32 x [5])")
+    unique_code_weight: float = Field(0.0, ge=0, description=(
+        "Weight of -log(distinct codes / tokens) computed from torch.unique, as section 50 had it: no gradient"))
+    variance_weight: float = Field(0.0, ge=0, description="Weight of -log(variance of the quantized values), section 51")
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, levels: list[int]) -> list[int]:
+        if min(levels) < 2:
+            raise ValueError(f"every FSQ level count must be at least 2, got {levels}")
+        return levels
+
+
+class FlowSpec(StrictModel):
+    """A generative bridge (seed 002, phases 12-14, sections 39-45): a DiT denoiser trained with rectified flow to
+    produce `latents` receiver input embeddings conditioned on the sender's states; Euler sampling with EMA
+    weights. It replaces the resampler; the generated embeddings take the soft tokens' place (task.placement)."""
+
+    latents: int = Field(128, ge=1, le=4096, description="Generated embeddings per item")
+    width: int = Field(512, ge=8, le=16_384, description="The DiT's internal width")
+    depth: int = Field(4, ge=1, le=64)
+    heads: int = Field(8, ge=1, le=128)
+    condition: Literal["mean_pool", "cross_attention", "hybrid"] = Field("mean_pool", description=(
+        "mean_pool: masked mean of the source into the AdaLN condition (V12); cross_attention: AdaLN on t only, "
+        "every block cross-attends to the source (V13); hybrid: attention pooling into AdaLN plus cross-attention (V14)"))
+    target: Literal["answer", "question"] = Field("answer", description=(
+        "What the flow learns to generate: the receiver's embeddings of '{answer}<eos>' (V12, V14) or of the "
+        "question (V13), cut or padded with the EOS embedding to `latents`"))
+    euler_steps: int = Field(10, ge=1, le=1000)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.width % self.heads:
+            raise ValueError(f"flow.width ({self.width}) must be divisible by flow.heads ({self.heads})")
+        return self
 
 
 class BridgeArchSpec(StrictModel):
@@ -179,8 +266,54 @@ class BridgeArchSpec(StrictModel):
     resampler: ResamplerSpec = Field(default_factory=ResamplerSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
     vq: VQSpec | None = None
+    fsq: FSQSpec | None = None
+    flow: FlowSpec | None = None
     sender_hidden_size: int | None = Field(None, ge=1, description="If set, must equal the sender's width under the profile")
     receiver_hidden_size: int | None = Field(None, ge=1, description="If set, must equal the receiver's width under the profile")
+
+    @model_validator(mode="after")
+    def _one_bottleneck(self):
+        if self.vq is not None and self.fsq is not None:
+            raise ValueError("bridge.vq and bridge.fsq exclude each other: choose one quantizer")
+        if self.flow is not None and (self.vq is not None or self.fsq is not None or self.recurrent_steps != 1):
+            raise ValueError("bridge.flow generates the embeddings itself: it takes no vq, fsq or recurrent_steps")
+        return self
+
+
+class InfoNCESpec(StrictModel):
+    weight: float = Field(ge=0)
+    temperature: float = Field(0.07, gt=0)
+
+
+class AnchorSpec(StrictModel):
+    weight: float = Field(ge=0)
+    distance: Literal["mse", "cosine"] = Field(description="mse: V3 (section 15's scale bug); cosine: 1 - cos, V3.1")
+    target: Literal["answer", "question"] = Field("answer", description=(
+        "The receiver's embeddings of the training target (V3-V5, V7+) or of 'Question: {input}\\nAnswer:' (V6)"))
+
+
+class LossesSpec(StrictModel):
+    """Auxiliary losses of seed 002's GSM8K lineage, each added to the LM loss with its weight (0 / unset: off)."""
+
+    reconstruction_cosine: float = Field(0.0, ge=0, description=(
+        "V1: 1 - cos(mean of the soft tokens, masked mean of the sender states). Sender and receiver dimensions "
+        "correspond by index, as in the report (two models' dimensions have no natural pairing; at equal width it "
+        "is the identity); when the widths differ, the first min(widths) dimensions are compared"))
+    info_nce: InfoNCESpec | None = Field(None, description="V2: InfoNCE on mean-pooled, normalised soft tokens")
+    anchor: AnchorSpec | None = Field(None, description="V3+: pull the mean soft token to the mean target embedding")
+    reconstruction_head: float = Field(0.0, ge=0, description=(
+        "V8: a linear head (receiver -> sender width) on the raw resampler output, mean over tokens, MSE to the "
+        "masked mean of the sender states"))
+    bag_of_words: float = Field(0.0, ge=0, description=(
+        "V9: a linear head over the sender's vocabulary on the max-pooled raw output, multi-hot BCE against the "
+        "sender tokens of the input"))
+
+
+class TokenWeightsSpec(StrictModel):
+    """V11's bottleneck weighting: the first `first` target tokens weigh `weight`, the rest 1, normalised by the sum."""
+
+    first: int = Field(ge=1, le=100_000)
+    weight: float = Field(gt=0)
 
 
 class TrainingSpec(StrictModel):
@@ -191,6 +324,14 @@ class TrainingSpec(StrictModel):
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     diversity_weight: float = Field(0.1, ge=0, description="Weight of the batch diversity loss (mean off-diagonal cosine)")
+    losses: LossesSpec = Field(default_factory=LossesSpec)
+    token_weights: TokenWeightsSpec | None = None
+    on_nonfinite_loss: Literal["fail", "stop"] = Field("fail", description=(
+        "fail: a NaN/Inf training loss stops the run with an error naming the step; stop: training ends there, the "
+        "last finite weights are evaluated and the step is recorded (to reproduce a reported divergence)"))
+    diagnostics: bool = Field(False, description=(
+        "Log per step the output scale, the batch similarity of the soft tokens, the variance of the resampler's "
+        "(or FSQ's) output and the quantizer's code statistics (the curves of seed 002's lineage)"))
     quick_eval_every: int = Field(100, ge=1, description="Steps between quick evaluations (scored accuracy)")
     quick_eval_items: int = Field(32, ge=1, le=100_000)
     checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints (an interrupted run resumes)")
@@ -256,6 +397,22 @@ class BridgeSpec(SpecBase):
             if declared is not None and declared != actual:
                 raise ValueError(f"bridge.{role}_hidden_size is {declared}, but {name} has hidden size {actual} "
                                  f"under the {profile} profile")
+        return self
+
+    @model_validator(mode="after")
+    def _flow_trains_alone(self):
+        """The flow bridge trains on its velocity loss only and has no output scale for noise soft tokens."""
+        if self.bridge.flow is None:
+            return self
+        losses = self.training.losses
+        if (losses.reconstruction_cosine or losses.info_nce or losses.anchor or losses.reconstruction_head
+                or losses.bag_of_words or self.training.token_weights or self.training.diversity_weight):
+            raise ValueError("bridge.flow trains on the rectified-flow loss alone: remove training.losses, "
+                             "training.token_weights and training.diversity_weight")
+        unsupported = [m for m in ("noise", "prompt_tuning") if m in self.evaluation.methods]
+        if unsupported:
+            raise ValueError(f"evaluation.methods {unsupported} need the regression bridge; bridge.flow has no output "
+                             f"scale to draw noise at")
         return self
 
     def training_seeds(self) -> list[int]:

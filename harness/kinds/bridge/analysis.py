@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from harness import stats
+from harness.kinds.bridge import lineage
 from harness.kinds.bridge.answers import judge
 from harness.report.tables import Analysis, Column, Table
 from registry.errors import SpecError
@@ -185,6 +186,7 @@ def _analyze_view(spec: BridgeSpec, records: list[dict], curves: list[dict] | No
     for method in methods:
         gen = _correct(spec, records, method, "generation")
         correct[(method, "generation")] = gen
+        out.per_item[method] = {r["id"]: hit for r, hit in zip(records, gen)}
         invalid = float(np.mean([r[method]["generation"] is None for r in records]))
         gen_cell = _set_accuracy(out, f"{method}.generation", gen)
         if method != "random":
@@ -215,6 +217,15 @@ def _analyze_view(spec: BridgeSpec, records: list[dict], curves: list[dict] | No
         out.tables.append(findings)
     if spec.task.task_type == "generation":
         out.tables.append(diversity)
+        if spec.task.number_from == "final":
+            out.tables.append(lineage.solution_quality(spec.task.task_type, records, methods, out, METHOD_NAMES))
+    bottleneck = lineage.bottleneck(records, out)
+    if bottleneck is not None:
+        out.tables.append(bottleneck)
+    if curves and (spec.training.diagnostics or spec.bridge.flow is not None):
+        lineage.curve_points(curves, out, expected, spec.training.batch_size)
+    if spec.task.number_from == "final":
+        lineage.finding_facts(records, out, expected)
     if spec.task.task_type in ("classification", "multiple_choice"):
         per_class = _per_class(spec, records, methods, out)
         if per_class is not None:
@@ -442,23 +453,24 @@ def _training_table(curves: list[dict], out: Analysis, reported: dict) -> Table:
         first_seed.setdefault(run_name, seed)
     for (run_name, seed), rows in by_run.items():
         tail = rows[-max(1, len(rows) // 10):]
-        lm_loss = float(np.mean([r["lm_loss"] for r in tail]))
+        main = "lm_loss" if "lm_loss" in rows[0] else "total_loss"  # the flow bridge has no LM loss
+        lm_loss = float(np.mean([r[main] for r in tail]))
         diversity = float(np.mean([r["diversity_loss"] for r in tail])) if "diversity_loss" in tail[0] else None
         quick = [r for r in rows if "quick_eval_accuracy" in r]
         key = f"training.{run_name}" if seed == first_seed[run_name] else f"training.{run_name}.seed_{seed:g}"
-        out.set(f"{key}.initial_lm_loss", rows[0]["lm_loss"])
-        out.set(f"{key}.final_lm_loss", lm_loss)
+        out.set(f"{key}.initial_{main}", rows[0][main])
+        out.set(f"{key}.final_{main}", lm_loss)
         if diversity is not None:
             out.set(f"{key}.final_diversity_loss", diversity)
         for r in quick:
             step = int(r["step"])
             out.set(f"{key}.quick_eval_accuracy.step_{step}", r["quick_eval_accuracy"])
-            out.set(f"{key}.lm_loss.step_{step}", r["lm_loss"])
+            out.set(f"{key}.{main}.step_{step}", r[main])
             if "diversity_loss" in r:
                 out.set(f"{key}.diversity_loss.step_{step}", r["diversity_loss"])
         label = run_name if seed is None else f"{run_name} (seed {seed:g})"
         trajectory = _reported_trajectory(reported, run_name) if seed == first_seed[run_name] else None
-        table.add(label, int(rows[-1]["step"]), rows[0]["lm_loss"], lm_loss, diversity,
+        table.add(label, int(rows[-1]["step"]), rows[0][main], lm_loss, diversity,
                   quick[-1]["quick_eval_accuracy"] if quick else None, trajectory)
     return table
 

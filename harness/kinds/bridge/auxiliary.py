@@ -1,11 +1,5 @@
-"""Output heads and auxiliary losses of seed 002's GSM8K lineage (V1-V11), each as the report wrote it.
-
-Heads (what turns the resampler's output into soft tokens), with the learnable scale they record:
-  layernorm_tanh_scale  V3: LayerNorm -> tanh -> x scale
-  tanh_scale            V7+: tanh -> x scale, scale initialised at the receiver's embedding RMS (0.03)
-  rms_scale             section 54: RMS-normalise -> x scale
-  scale                 unbounded: x scale
-Losses (each added with a weight in the spec):
+"""Auxiliary losses of seed 002's GSM8K lineage (V1-V11), each as the report wrote it, added with a weight in the spec
+(`training.losses`; the output heads are modules.OutputScaling):
   reconstruction_cosine  V1: 1 - cos(mean of the soft tokens, masked mean of the source states)
   info_nce               V2: mean-pooled, normalised soft tokens against each other, temperature 0.07
   anchor                 V3 (MSE: the scale-mismatch bug of section 15) or V3.1 (1 - cosine), to the masked mean of
@@ -14,9 +8,6 @@ Losses (each added with a weight in the spec):
                          MSE to the masked mean of the source states
   bag_of_words           V9: a linear head over the sender's vocabulary on the max-pooled raw output, multi-hot BCE
   token_weights          V11: per-token LM-loss weights, the first N target tokens x W, normalised by the weight sum
-
-Not wired into the bridge yet: OutputHead is the superset of modules.OutputScaling (rms, tanh, none), which it
-replaces when the lineage's spec fields land (a change that reruns every bridge stage, so it is made once).
 """
 
 from __future__ import annotations
@@ -28,29 +19,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-Head = Literal["layernorm_tanh_scale", "tanh_scale", "rms_scale", "scale"]
-HEADS: tuple[str, ...] = ("layernorm_tanh_scale", "tanh_scale", "rms_scale", "scale")
-
-
-class OutputHead(nn.Module):
-    def __init__(self, kind: Head, width: int, init_scale: float = 1.0):
-        super().__init__()
-        if kind not in HEADS:
-            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {kind!r}")
-        self.kind = kind
-        self.norm = nn.LayerNorm(width) if kind == "layernorm_tanh_scale" else None
-        self.scale = nn.Parameter(torch.tensor(float(init_scale)))
-
-    def forward(self, raw: torch.Tensor) -> torch.Tensor:
-        x = raw
-        if self.norm is not None:
-            x = self.norm(x)
-        if self.kind in ("layernorm_tanh_scale", "tanh_scale"):
-            x = torch.tanh(x)
-        elif self.kind == "rms_scale":
-            x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
-        return x * self.scale
-
 
 def masked_mean(states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """[B, T, D] -> [B, D], over the positions where mask is 1."""
@@ -61,7 +29,10 @@ def masked_mean(states: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 
 
 def reconstruction_cosine(soft_tokens: torch.Tensor, source: torch.Tensor, source_mask: torch.Tensor | None) -> torch.Tensor:
-    return 1 - F.cosine_similarity(soft_tokens.mean(1), masked_mean(source, source_mask), dim=-1).mean()
+    """Dimensions pair by index; of widths that differ, the first min(widths) are compared (see the spec field)."""
+    width = min(soft_tokens.shape[-1], source.shape[-1])
+    soft, target = soft_tokens.mean(1)[..., :width], masked_mean(source, source_mask)[..., :width]
+    return 1 - F.cosine_similarity(soft, target, dim=-1).mean()
 
 
 def info_nce(soft_tokens: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:

@@ -13,7 +13,7 @@ On the first 20 GSM8K test questions these rules find 63 numbers and 22 names; t
 59 over its own 20 held-out items (which ones, and by which rule, it does not say), so its per-class totals
 cannot be matched exactly.
 Partial: a wrong answer whose output reads as a GSM8K solution, i.e. it contains a number and either an
-arithmetic expression ("3 * 4", "12 / 2 = 6") or the "####" answer marker. The report's 75% "partial
+arithmetic expression ("3 * 4", "12 / 2 = 6", "16 - 3"; not a date like "2014-01-24") or the "####" answer marker. The report's 75% "partial
 success" with outputs "unrelated to the input question" fits this reading (structure, not content).
 """
 
@@ -26,7 +26,9 @@ from harness.kinds.bridge.answers import normalise_number
 
 NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?")
 WORD = re.compile(r"[A-Za-z][A-Za-z'’]*")
-ARITHMETIC = re.compile(r"\d\s*[-+*/x×÷]\s*\$?\d|=\s*\$?-?\d")
+# an operator with spaces around it ("9 * 2", "16 - 3"), an expression ending in "=" ("16-3-4=", "<<9*2=18>>"), or
+# "= n"; so dates and timestamps ("2014-01-24T00:00+00:00") do not count
+ARITHMETIC = re.compile(r"\d\s+[-+*/x×÷]\s+\$?\d|\d(?:[-+*/x×÷]\$?[\d.]+)+=|=\s*\$?-?\d")
 FUNCTION_WORDS = frozenset("""
 a about above after again against all also am an and any are as at be because been before being below between both
 but by can could did do does doing down during each every few for from further had has have having he her here hers

@@ -15,12 +15,16 @@ import torch
 from torch import nn
 
 from harness.context import RunContext, RunOutput
+from harness.kinds.bridge import auxiliary as A
 from harness.kinds.bridge.continuation import score_items
+from harness.kinds.bridge.flow import EMA, DiTDenoiser, euler_sample, rectified_flow_loss
 from harness.kinds.bridge.modules import LatentBridge, batch_diversity_loss, mean_offdiagonal_cosine
+from harness.kinds.bridge.quantizers import FSQ
 from harness.kinds.bridge.receiver import ReceiverPrompt, generate_texts
 from harness.kinds.bridge.sender_states import pad_states, sender_states
 from harness.kinds.bridge.task import TaskData, TaskItem, build_task
 from harness.kinds.bridge.training import train
+from harness.models import check_finite
 from harness.models import lm as L
 from harness.sharding import Step, map_sharded, require_shards
 from registry.kinds.bridge import CONTINUATION_SET, PASSKEY, SEEDED_METHODS, BridgeSpec
@@ -43,13 +47,49 @@ def _receiver_rms(rp: ReceiverPrompt, texts: list[str]) -> float:
     return float(embeds.float().pow(2).mean(-1).sqrt().mean())
 
 
-def _soft_tokens(bridge: LatentBridge, states: list[torch.Tensor], device, batch_size: int = 32) -> list[torch.Tensor]:
+def _soft_tokens(bridge: LatentBridge, states: list[torch.Tensor], device, batch_size: int = 32,
+                 codes: list | None = None) -> list[torch.Tensor]:
+    """Soft tokens per item; with `codes` (a list), each item's quantizer codes are appended to it."""
     out = []
     with torch.no_grad():
         for start in range(0, len(states), batch_size):
             padded, mask = pad_states(states[start:start + batch_size], device)
-            out.extend(bridge(padded, mask)[0])
+            soft, aux = bridge(padded, mask)
+            out.extend(soft)
+            if codes is not None and bridge.vq is not None:
+                codes.extend(_item_codes(bridge, aux))
     return out
+
+
+def _item_codes(bridge: LatentBridge, aux: dict) -> list[list]:
+    """Each item's codes: VQ codebook indices, or FSQ level vectors as short strings (FSQ has no code table)."""
+    if isinstance(bridge.vq, FSQ):
+        levels = bridge.vq.quantize(bridge.vq.down(aux["raw"]))[1]
+        return [["".join(chr(48 + v) for v in token) for token in item] for item in levels.tolist()]
+    return aux["codes"].tolist()
+
+
+def _receiver_prompts(receiver, task: TaskData) -> tuple[ReceiverPrompt, ReceiverPrompt, torch.Tensor]:
+    """The evaluation prompt, the training prompt (another primer only when the spec sets train_primer) and the
+    embedded text after the soft tokens."""
+    t = task.task
+    if t.placement == "before_bos":  # <soft> [BOS] prompt: nothing is encoded before the soft tokens
+        primed = ReceiverPrompt.build(receiver, task, "", bos=False)
+        return primed, primed, primed.text_middle(t.prompt, bos=True)
+    primed = ReceiverPrompt.build(receiver, task, t.primer)
+    training = primed if t.train_primer is None else ReceiverPrompt.build(receiver, task, t.train_primer)
+    return primed, training, primed.text_middle(t.prompt)
+
+
+def _soft_token_stats(soft: torch.Tensor, prefix: str = "soft_token") -> dict:
+    values = soft.float()
+    return {f"{prefix}_min": round(float(values.min()), 6), f"{prefix}_max": round(float(values.max()), 6),
+            f"{prefix}_mean": round(float(values.mean()), 6), f"{prefix}_std": round(float(values.std()), 6)}
+
+
+def _target_ids(task: TaskData, rp: ReceiverPrompt, item: TaskItem) -> list[int]:
+    ids = rp.answer_ids(task.answer_text(item))
+    return ids[: task.task.target_max_tokens] if task.task.target_max_tokens else ids
 
 
 def _evaluate(ctx: RunContext, rp: ReceiverPrompt, middles: list[torch.Tensor], batch_size: int, bar=None) -> list[dict]:
@@ -90,8 +130,7 @@ def run(spec: BridgeSpec, ctx: RunContext) -> RunOutput:
         if ctx.processes.is_main:
             ctx.processes.wait()
 
-    primed = ReceiverPrompt.build(receiver, task, task.task.primer)
-    prompt_embeds = primed.text_middle(task.task.prompt)
+    primed, trained_with, prompt_embeds = _receiver_prompts(receiver, task)
     seeded = [m for m in methods if m in SEEDED_METHODS]
     bar = ctx.progress(total=len(task.eval) * (len(seeded) * len(seeds) + len([m for m in methods if m not in SEEDED_METHODS
                                                                               and m != "random"])),
@@ -99,8 +138,8 @@ def run(spec: BridgeSpec, ctx: RunContext) -> RunOutput:
     curves: list[dict] = []
     results: dict[int, dict[str, list[dict]]] = {}
     for seed in seeds:
-        results[seed], log = _seeded_methods(spec, ctx, task, receiver, primed, prompt_embeds, train_states,
-                                             eval_states, seed, bar)
+        results[seed], log = _seeded_methods(spec, ctx, task, sender, receiver, primed, trained_with, prompt_embeds,
+                                             train_states, eval_states, seed, bar)
         curves += log
     first = results[seeds[0]]
     text_prompts: dict[tuple[str, bool], ReceiverPrompt] = {}
@@ -160,30 +199,53 @@ def _continuation_scores(spec: BridgeSpec, ctx: RunContext, task: TaskData, rece
              **{role: scores[role][n] for role in scores}} for n, item in enumerate(items)]
 
 
-def _seeded_methods(spec, ctx, task, receiver, primed, prompt_embeds, train_states, eval_states, seed, bar):
+def _seeded_methods(spec, ctx, task, sender, receiver, primed, trained_with, prompt_embeds, train_states, eval_states,
+                    seed, bar):
     """The bridge, noise soft tokens at its scale, and prompt tuning, trained and evaluated with one seed."""
+    if spec.bridge.flow is not None:
+        return _flow_bridge(spec, ctx, task, receiver, primed, prompt_embeds, train_states, eval_states, seed, bar)
     methods, device, eval_batch = spec.evaluation.methods, receiver.device, spec.evaluation.batch_size
     calibration = train_states[: spec.bridge.normalizer.calibration_items]
     stacked = torch.cat(calibration)
-    rms = _receiver_rms(primed, [task.item_text(i.input) for i in task.train[: spec.bridge.normalizer.calibration_items]])
+    calibration_texts = [task.item_text(i.input) for i in task.train[: spec.bridge.normalizer.calibration_items]]
+    rms = _receiver_rms(primed, calibration_texts)
+    colour = _receiver_colour(primed, calibration_texts) if spec.bridge.normalizer.recolour else None
     torch.manual_seed(seed)
     bridge = LatentBridge(spec.bridge, stacked.shape[-1], receiver.model.config.hidden_size, stacked.mean(0),
-                          stacked.std(0), rms).to(device)
-    answers = [primed.answer_ids(task.answer_text(i)) for i in task.train]
+                          stacked.std(0), rms, colour).to(device)
+    answers = [_target_ids(task, trained_with, i) for i in task.train]
+    extra = _auxiliary_losses(spec, task, sender, receiver, trained_with, bridge, answers, device)
     quick = task.eval[: spec.training.quick_eval_items]
+    weights = spec.training.token_weights
 
     def bridge_loss(step: Step) -> dict:
         padded, mask = pad_states([train_states[i] for i in step.local], device)
         soft, aux = bridge(padded, mask)
-        lm_loss = step.token_mean(primed.answer_token_losses([primed.soft_middle(s, prompt_embeds) for s in soft],
-                                                             [answers[i] for i in step.local]))
+        batch_answers = [answers[i] for i in step.local]
+        token_losses = trained_with.answer_token_losses([trained_with.soft_middle(s, prompt_embeds) for s in soft],
+                                                        batch_answers)
+        stats = {}
+        if weights is not None:
+            w = torch.cat([A.token_weights(torch.ones(1, len(a)), weights.first, weights.weight)[0] for a in batch_answers])
+            w = w.to(token_losses.device)
+            lm_loss = step.token_mean(token_losses * w) / step.token_mean(w).detach()
+            first = w > 1 if weights.weight > 1 else w < 1
+            stats["unweighted_lm_loss"] = float(step.token_mean(token_losses.detach()))
+            stats["bottleneck_loss"] = float(token_losses.detach()[first].mean()) if first.any() else float("nan")
+        else:
+            lm_loss = step.token_mean(token_losses)
         diversity = step.over_batch(soft, batch_diversity_loss)
         losses = {"lm": lm_loss, "diversity": diversity}
         total = lm_loss + spec.training.diversity_weight * diversity
         if "vq_loss" in aux:
             losses["vq"] = step.item_mean(aux["vq_loss"])
-            total = total + spec.bridge.vq.weight * losses["vq"]
-        return {"total": total, **losses}
+            total = total + (spec.bridge.vq.weight if spec.bridge.vq else 1.0) * losses["vq"]
+        for name, (weight, fn) in extra.items():
+            losses[name] = fn(step, soft, aux, padded, mask)
+            total = total + weight * losses[name]
+        if spec.training.diagnostics:
+            stats.update(_diagnostics(bridge, soft, aux))
+        return {"total": total, **losses, **({"stats": stats} if stats else {})}
 
     def bridge_quick_eval() -> float:
         soft = _soft_tokens(bridge, eval_states[: len(quick)], device)
@@ -200,11 +262,19 @@ def _seeded_methods(spec, ctx, task, receiver, primed, prompt_embeds, train_stat
 
     results: dict[str, list[dict]] = {}
     with ctx.phase("evaluation.bridge"):
-        soft_eval = _soft_tokens(bridge, eval_states, device)
+        codes: list | None = [] if spec.training.diagnostics and bridge.vq is not None else None
+        soft_eval = _soft_tokens(bridge, eval_states, device, codes=codes)
         results["bridge"] = _evaluate(ctx, primed, [primed.soft_middle(s, prompt_embeds) for s in soft_eval], eval_batch, bar)
-        for r, soft in zip(results["bridge"], soft_eval):
+        for n, (r, soft) in enumerate(zip(results["bridge"], soft_eval)):
             r["soft_token_rms"] = round(float(soft.pow(2).mean(-1).sqrt().mean()), 6)
             r["soft_token_similarity"] = round(_mean_pairwise_cosine(soft), 6)
+            if spec.training.diagnostics:
+                r.update(_soft_token_stats(soft))
+                if codes is not None:
+                    r["codes"] = codes[n]
+        if trained.nonfinite_at is not None:
+            for r in results["bridge"]:
+                r["training_stopped_at_step"] = trained.nonfinite_at
 
     if "noise" in methods:
         with ctx.phase("evaluation.noise"):
@@ -266,3 +336,153 @@ def _random_guesses(spec: BridgeSpec, task: TaskData) -> list[dict]:
 def _mean_pairwise_cosine(soft: torch.Tensor) -> float:
     """Mean cosine between one item's soft tokens (NaN for a single token)."""
     return float(mean_offdiagonal_cosine(soft.float())) if soft.shape[0] >= 2 else float("nan")
+
+
+def _receiver_colour(rp: ReceiverPrompt, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std of the receiver's input embeddings of real text (normalizer.recolour)."""
+    with torch.no_grad():
+        embeds = torch.cat([rp.text_middle(t) for t in texts]).float()
+    return embeds.mean(0).cpu(), embeds.std(0).cpu()
+
+
+def _padded(rows: list[torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(r.shape[0] for r in rows)
+    out = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
+    mask = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]] = r
+        mask[i, : r.shape[0]] = True
+    return out.to(device), mask.to(device)
+
+
+def _auxiliary_losses(spec, task, sender, receiver, rp, bridge, answers, device) -> dict:
+    """name -> (weight, loss(step, soft, aux, source, source_mask)) for every auxiliary loss the spec turns on;
+    heads the losses train are attached to the bridge (so they are checkpointed and optimised with it)."""
+    losses, cfg = {}, spec.training.losses
+    if cfg.reconstruction_cosine:
+        losses["reconstruction"] = (cfg.reconstruction_cosine, lambda step, soft, aux, src, mask:
+                                    step.item_mean(A.reconstruction_cosine(soft, src, mask)))
+    if cfg.info_nce is not None:
+        temperature = cfg.info_nce.temperature
+        losses["info_nce"] = (cfg.info_nce.weight, lambda step, soft, aux, src, mask:
+                              step.over_batch(soft, lambda rows: A.info_nce(rows, temperature)))
+    if cfg.anchor is not None:
+        anchor = cfg.anchor
+        with torch.no_grad():
+            if anchor.target == "question":
+                targets = [rp.text_middle(f"Question: {i.input}\nAnswer:").float() for i in task.train]
+            else:
+                targets = [L.embed(receiver, torch.tensor(a, dtype=torch.long)).float() for a in answers]
+
+        def anchor_loss(step, soft, aux, src, mask):
+            target, target_mask = _padded([targets[i] for i in step.local], device)
+            return step.item_mean(A.anchor(soft.float(), target, target_mask, anchor.distance))
+        losses["anchor"] = (anchor.weight, anchor_loss)
+    if cfg.reconstruction_head:
+        bridge.reconstruction_head = A.ReconstructionHead(receiver.model.config.hidden_size,
+                                                          bridge.normalizer.mean.shape[-1]).to(device)
+        losses["reconstruction_head"] = (cfg.reconstruction_head, lambda step, soft, aux, src, mask:
+                                         step.item_mean(bridge.reconstruction_head.loss(aux["raw"], src, mask)))
+    if cfg.bag_of_words:
+        special = set(sender.tokenizer.all_special_ids)
+        token_ids = [[t for t in L.tokenize(sender, task.sender_text(i)) if t not in special] for i in task.train]
+        bridge.bag_of_words = A.BagOfWordsHead(receiver.model.config.hidden_size, len(sender.tokenizer)).to(device)
+
+        def bow_loss(step, soft, aux, src, mask):
+            ids = [torch.tensor(token_ids[i] or [0], dtype=torch.long) for i in step.local]
+            width = max(len(x) for x in ids)
+            padded = torch.full((len(ids), width), -1, dtype=torch.long)
+            for row, x in enumerate(ids):
+                padded[row, : len(x)] = x
+            return step.item_mean(bridge.bag_of_words.loss(aux["raw"], padded.to(device), padded.to(device) >= 0))
+        losses["bow"] = (cfg.bag_of_words, bow_loss)
+    return losses
+
+
+def _diagnostics(bridge: LatentBridge, soft: torch.Tensor, aux: dict) -> dict:
+    """Per-step curves of seed 002's lineage: output scale, variance of the resampler's (FSQ: quantized) output,
+    the share of saturated tanh outputs, the quantizer's code usage in the batch."""
+    with torch.no_grad():
+        raw = aux["raw"].float()
+        if isinstance(bridge.vq, FSQ):
+            z_variance = bridge.vq.z_variance(aux["raw"])
+        else:
+            z_variance = float(raw.var(dim=(0, 1)).mean()) if raw.shape[0] * raw.shape[1] > 1 else float("nan")
+        out = {"scale": float(bridge.output.scale), "z_variance": z_variance,
+               "soft_token_std": float(soft.detach().float().std())}
+        if bridge.output.mode in ("tanh", "layernorm_tanh"):  # share of outputs where tanh is flat (|tanh| > 0.995)
+            bounded = bridge.output.norm(aux["raw"]) if bridge.output.norm is not None else aux["raw"]
+            out["tanh_saturation"] = float((bounded.detach().abs() > 3.0).float().mean())
+        for q in aux.get("quantized", [])[:1]:
+            out.update({"vq_perplexity": q.perplexity, "codes_used": q.codes_used, "code_diversity": q.diversity})
+    return out
+
+
+def _flow_targets(receiver, items: list[TaskItem], latents: int, target: str) -> list[torch.Tensor]:
+    """The receiver embeddings the flow learns to generate: '{answer}<eos>' or the question, cut or padded with the
+    EOS embedding to `latents` rows."""
+    eos = receiver.tokenizer.eos_token_id
+    out = []
+    with torch.no_grad():
+        for item in items:
+            ids = L.tokenize(receiver, item.answer if target == "answer" else item.input) + [eos]
+            ids = (ids + [eos] * latents)[:latents]
+            out.append(L.embed(receiver, torch.tensor(ids, dtype=torch.long)).float())
+    return out
+
+
+def _flow_bridge(spec, ctx, task, receiver, primed, prompt_embeds, train_states, eval_states, seed, bar):
+    """Seed 002's phases 12-14: a DiT trained with rectified flow generates the receiver embeddings; Euler sampling
+    with EMA weights; the generated embeddings take the soft tokens' place."""
+    flow, device, eval_batch = spec.bridge.flow, receiver.device, spec.evaluation.batch_size
+    width = receiver.model.config.hidden_size
+    targets = _flow_targets(receiver, task.train, flow.latents, flow.target)
+    torch.manual_seed(seed)
+    model = _FlowBridge(DiTDenoiser(flow.latents, width, train_states[0].shape[-1], flow.width, flow.depth, flow.heads,
+                                    flow.condition), flow.ema_decay).to(device)
+
+    def flow_loss(step: Step) -> dict:
+        padded, mask = pad_states([train_states[i] for i in step.local], device)
+        target = torch.stack([targets[i] for i in step.local]).to(device)
+        # noise and t depend on (seed, the step's items) only, so a resumed run draws what an uninterrupted one did
+        generator = torch.Generator(device=device).manual_seed(hash((seed, *step.all)) % 2**31)
+        loss = step.item_mean(rectified_flow_loss(model.denoiser, target, padded, mask, generator))
+        return {"total": loss, "flow": loss}
+
+    with ctx.phase("training.bridge"):
+        train_bar = ctx.progress(total=spec.training.steps, desc=f"training flow bridge (seed {seed})", unit="step")
+        trained = train(model, flow_loss, n_items=len(task.train), steps=spec.training.steps, spec=spec.training,
+                        lr=spec.training.lr, seed=seed, checkpoint=ctx.state_dir / f"bridge.seed{seed}.pt",
+                        label="bridge", progress=train_bar, processes=ctx.processes, after_step=model.update_ema)
+        train_bar.close()
+    ctx.state_use[f"bridge.seed{seed}"] = trained.status
+    curves = [{**row, "seed": seed} for row in trained.log]
+    with ctx.phase("evaluation.bridge"):
+        generator = torch.Generator(device=device).manual_seed(seed + 3)
+        generated = []
+        for start in range(0, len(eval_states), eval_batch):
+            padded, mask = pad_states(eval_states[start:start + eval_batch], device)
+            generated.extend(euler_sample(model.ema.model, padded, mask, flow.euler_steps, generator))
+        check_finite(torch.stack(generated), receiver.name, "flow bridge output")
+        results = {"bridge": _evaluate(ctx, primed, [primed.soft_middle(g, prompt_embeds) for g in generated],
+                                       eval_batch, bar)}
+        eval_targets = _flow_targets(receiver, task.eval, flow.latents, flow.target)
+        for r, g, t in zip(results["bridge"], generated, eval_targets):
+            r.update(_soft_token_stats(g))
+            r.update(_soft_token_stats(t, "target_embedding"))
+            r["soft_token_rms"] = round(float(g.pow(2).mean(-1).sqrt().mean()), 6)
+            r["soft_token_similarity"] = round(_mean_pairwise_cosine(g), 6)
+    return results, curves
+
+
+class _FlowBridge(nn.Module):
+    """The denoiser and its EMA copy (not trained: requires_grad is off), checkpointed together."""
+
+    def __init__(self, denoiser: DiTDenoiser, ema_decay: float):
+        super().__init__()
+        self.denoiser = denoiser
+        self.ema = EMA(denoiser, ema_decay)
+        self.ema_model = self.ema.model  # registered, so the EMA weights are in the state dict
+
+    def update_ema(self) -> None:
+        self.ema.update(self.denoiser)

@@ -12,36 +12,53 @@ from harness.report.tables import Analysis
 from registry.kinds.bridge import BridgeSpec
 
 
+LOSSES = ("lm_loss", "flow_loss", "diversity_loss", "vq_loss")  # first, in this order; other losses follow
+LOSS_NAMES = {"lm_loss": "LM loss (answer tokens)", "diversity_loss": "batch diversity loss", "vq_loss": "VQ loss",
+              "flow_loss": "flow loss (velocity MSE)"}
+DIAGNOSTICS = ("scale", "z_variance", "vq_perplexity", "code_diversity", "tanh_saturation")
+
+
 def figures(spec: BridgeSpec, analysis: Analysis, records: list[dict], curves: list[dict], out_dir: Path) -> list[Path]:
     plt = pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     bridge_rows = [r for r in curves if r.get("run") == "bridge"]
     if bridge_rows:
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+        diagnostics = [c for c in DIAGNOSTICS if any(c in r for r in bridge_rows)]
+        fig, axes = plt.subplots(1, 3 if diagnostics else 2, figsize=(15 if diagnostics else 10, 3.8))
+        ax1, ax2 = axes[0], axes[1]
         seeds = list(dict.fromkeys(r.get("seed") for r in bridge_rows))
+        losses = [c for c in LOSSES if any(c in r for r in bridge_rows)]
+        losses += sorted({c for r in bridge_rows for c in r if c.endswith("_loss") and c not in (*LOSSES, "total_loss")})
         for seed in seeds:
             rows = [r for r in bridge_rows if r.get("seed") == seed]
             suffix = f" (seed {seed:g})" if len(seeds) > 1 else ""
             steps = [r["step"] for r in rows]
-            ax1.plot(steps, [r["lm_loss"] for r in rows], label=f"LM loss (answer tokens){suffix}", lw=1)
-            ax1.plot(steps, [r["diversity_loss"] for r in rows], label=f"batch diversity loss{suffix}", lw=1)
-            if any("vq_loss" in r for r in rows):
-                ax1.plot(steps, [r.get("vq_loss", np.nan) for r in rows], label=f"VQ loss{suffix}", lw=1)
+            for column in losses:
+                ax1.plot(steps, [r.get(column, np.nan) for r in rows], label=f"{LOSS_NAMES.get(column, column)}{suffix}",
+                         lw=1)
             quick = [(r["step"], r["quick_eval_accuracy"]) for r in rows if "quick_eval_accuracy" in r]
             if quick:
                 ax2.plot(*zip(*quick), marker="o", label=f"seed {seed:g}" if suffix else None)
+            for column in diagnostics:
+                axes[2].plot(steps, [r.get(column, np.nan) for r in rows], label=f"{column}{suffix}", lw=1)
         # The report's trajectory in full, also past the local run's last step (local runs train fewer steps):
         # a dotted line marks where the local curve ends.
         reported = first_expected(spec)
         initial = reported.get("training.bridge.initial_lm_loss")
         last_step, beyond = steps[-1], False
-        for column, name, color in (("lm_loss", "LM loss", "C0"), ("diversity_loss", "diversity loss", "C1")):
+        for n, column in enumerate(losses):
             points = list(reported_points(reported, "bridge", column))
             if column == "lm_loss" and isinstance(initial, float):
                 points.insert(0, (1, initial))
             if points:
-                ax1.plot(*zip(*points), "x", color=color, ms=8, label=f"reported {name} (paper profile)")
+                ax1.plot(*zip(*points), "x", color=f"C{n}", ms=8,
+                         label=f"reported {LOSS_NAMES.get(column, column)} (paper profile)")
+                beyond |= max(s for s, _ in points) > last_step
+        for n, column in enumerate(diagnostics):
+            points = list(reported_points(reported, "bridge", column))
+            if points:
+                axes[2].plot(*zip(*points), "x", color=f"C{n}", ms=8, label=f"reported {column}")
                 beyond |= max(s for s, _ in points) > last_step
         points = list(reported_points(reported, "bridge", "quick_eval_accuracy"))
         if points:
@@ -49,10 +66,10 @@ def figures(spec: BridgeSpec, analysis: Analysis, records: list[dict], curves: l
             ax2.legend(fontsize=7)
             beyond |= max(s for s, _ in points) > last_step
         if beyond:
-            for ax in (ax1, ax2):
+            for ax in axes:
                 ax.axvline(last_step, color="grey", ls=":", lw=1, label="local run's last step" if ax is ax1 else None)
         ax1.set_xlabel("step")
-        ax1.set_yscale("log")
+        ax1.set_yscale("symlog", linthresh=1e-3)
         ax1.legend(fontsize=7)
         ax1.set_title("Bridge training losses")
         if len(seeds) > 1:
@@ -61,6 +78,11 @@ def figures(spec: BridgeSpec, analysis: Analysis, records: list[dict], curves: l
         ax2.set_xlabel("step")
         ax2.set_ylabel("accuracy")
         ax2.set_title(f"Quick evaluation ({spec.training.quick_eval_items} items)")
+        if diagnostics:
+            axes[2].set_yscale("log")
+            axes[2].set_xlabel("step")
+            axes[2].legend(fontsize=7)
+            axes[2].set_title("Output scale, variance, code usage")
         paths.append(save_figure(fig, out_dir / "training.png", dpi=120))
 
     methods = [m for m in spec.evaluation.methods if f"{m}.generation.accuracy" in analysis.metrics]

@@ -1,4 +1,4 @@
-"""StatisticalNormalizer -> PerceiverResampler -> output scaling (-> VQ): sender states to soft tokens."""
+"""StatisticalNormalizer -> PerceiverResampler (-> VQ or FSQ) -> output head: sender states to soft tokens."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.kinds.bridge.quantizers import FSQ, VectorQuantizer
 from registry.kinds.bridge import BridgeArchSpec
 
 
@@ -13,10 +14,13 @@ class StatisticalNormalizer(nn.Module):
     """Affine whitening of sender states with statistics measured on calibration items.
 
     (x - mean) / std per dimension; with `learnable`, mean and log-std are trained with the
-    bridge. The re-colouring to the receiver's embedding scale happens at the bridge output.
+    bridge. With `colour` (the receiver's embedding mean and std), the whitened states are
+    re-coloured, x * std_r + mean_r, as seed 002's normalizer did; otherwise the scale is set
+    at the bridge output.
     """
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor, learnable: bool):
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, learnable: bool,
+                 colour: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
         log_std = std.clamp_min(1e-6).log()
         if learnable:
@@ -24,9 +28,21 @@ class StatisticalNormalizer(nn.Module):
         else:
             self.register_buffer("mean", mean.clone())
             self.register_buffer("log_std", log_std)
+        self.colour = colour is not None
+        if colour is not None:
+            target_mean, target_std = colour
+            log_target = target_std.clamp_min(1e-8).log()
+            if learnable:
+                self.target_mean, self.target_log_std = nn.Parameter(target_mean.clone()), nn.Parameter(log_target)
+            else:
+                self.register_buffer("target_mean", target_mean.clone())
+                self.register_buffer("target_log_std", log_target)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) * torch.exp(-self.log_std)
+        white = (x - self.mean) * torch.exp(-self.log_std)
+        if self.colour:
+            return white * torch.exp(self.target_log_std) + self.target_mean
+        return white
 
 
 class PerceiverBlock(nn.Module):
@@ -71,61 +87,70 @@ class PerceiverResampler(nn.Module):
 
 
 class OutputScaling(nn.Module):
-    """Brings soft tokens to the receiver's embedding scale (rms: x / rms(x) * s; tanh: tanh(x) * s)."""
+    """Brings soft tokens to the receiver's embedding scale: rms x / rms(x) * s; tanh tanh(x) * s;
+    layernorm_tanh tanh(LayerNorm(x)) * s; scale x * s; none x."""
 
-    def __init__(self, mode: str, scale: float, learnable: bool):
+    def __init__(self, mode: str, scale: float, learnable: bool, width: int | None = None):
         super().__init__()
         self.mode = mode
         value = torch.tensor(float(scale))
         self.scale = nn.Parameter(value) if learnable else nn.Buffer(value)
+        self.norm = nn.LayerNorm(width) if mode == "layernorm_tanh" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "rms":
             return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-8) * self.scale
         if self.mode == "tanh":
             return torch.tanh(x) * self.scale
+        if self.mode == "layernorm_tanh":
+            return torch.tanh(self.norm(x)) * self.scale
+        if self.mode == "scale":
+            return x * self.scale
         return x
 
 
-class VectorQuantizer(nn.Module):
-    """Nearest-codebook quantisation with a straight-through gradient (codebook + commitment loss)."""
-
-    def __init__(self, codebook_size: int, dim: int, commitment: float):
-        super().__init__()
-        self.codebook = nn.Embedding(codebook_size, dim)
-        nn.init.normal_(self.codebook.weight, std=1.0 / dim**0.5)
-        self.commitment = commitment
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        flat = x.reshape(-1, x.shape[-1])
-        distances = (flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ self.codebook.weight.T
-                     + self.codebook.weight.pow(2).sum(-1)[None])
-        codes = distances.argmin(-1)
-        quantized = self.codebook(codes).view_as(x)
-        loss = F.mse_loss(quantized, x.detach()) + self.commitment * F.mse_loss(x, quantized.detach())
-        return x + (quantized - x).detach(), loss, codes.view(x.shape[:-1])
+def build_quantizer(spec: BridgeArchSpec, dim: int) -> nn.Module | None:
+    if spec.vq is not None:
+        vq = spec.vq
+        return VectorQuantizer(vq.codebook_size, dim, vq.distance, vq.init, vq.pre_norm, vq.commitment,
+                               vq.entropy_weight, vq.entropy_from)
+    if spec.fsq is not None:
+        return FSQ(spec.fsq.levels, dim, spec.fsq.unique_code_weight, spec.fsq.variance_weight)
+    return None
 
 
 class LatentBridge(nn.Module):
     """Sender states (B, T, d_s) with a padding mask -> soft tokens (B, steps x K, d_r)."""
 
     def __init__(self, spec: BridgeArchSpec, sender_dim: int, receiver_dim: int, mean: torch.Tensor,
-                 std: torch.Tensor, receiver_rms: float):
+                 std: torch.Tensor, receiver_rms: float, colour: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """colour: the receiver's per-dimension embedding mean and std (used with normalizer.recolour)."""
         super().__init__()
-        self.normalizer = StatisticalNormalizer(mean, std, spec.normalizer.learnable)
+        if spec.normalizer.recolour and colour is None:
+            raise ValueError("normalizer.recolour needs the receiver's embedding statistics")
+        if colour is not None and spec.normalizer.recolour:
+            target_mean, target_std = colour
+            if target_mean.shape[-1] != sender_dim:  # widths differ: one value per statistic
+                target_mean = target_mean.mean().expand(sender_dim).clone()
+                target_std = target_std.mean().expand(sender_dim).clone()
+            colour = (target_mean, target_std)
+        else:
+            colour = None
+        self.normalizer = StatisticalNormalizer(mean, std, spec.normalizer.learnable, colour)
         r = spec.resampler
         self.resampler = PerceiverResampler(sender_dim, receiver_dim, spec.soft_tokens, r.dim, r.depth, r.heads,
                                             r.ffn_mult, spec.recurrent_steps)
         self.steps = spec.recurrent_steps
-        self.vq = VectorQuantizer(spec.vq.codebook_size, receiver_dim, spec.vq.commitment) if spec.vq else None
+        self.vq = build_quantizer(spec, receiver_dim)
         scale = receiver_rms if spec.output.scale_init == "receiver_rms" else float(spec.output.scale_init)
-        self.output = OutputScaling(spec.output.scaling, scale, spec.output.learnable_scale)
+        self.output = OutputScaling(spec.output.scaling, scale, spec.output.learnable_scale, receiver_dim)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """mask: True at real tokens. Returns soft tokens and auxiliary outputs (vq_loss, codes)."""
+        """mask: True at real tokens. Returns soft tokens and auxiliary outputs: `raw` (the resampler's output
+        before any quantizer and head) and, with a quantizer, `vq_loss`, `codes` and `quantized` (its statistics)."""
         context = self.resampler.proj_in(self.normalizer(states))
         pad_mask = ~mask
-        produced, vq_losses, codes = [], [], []
+        produced, raws, vq_losses, codes, stats = [], [], [], [], []
         for step in range(self.steps):
             if produced:
                 back = self.resampler.proj_back(torch.cat(produced, dim=1))
@@ -134,14 +159,17 @@ class LatentBridge(nn.Module):
             else:
                 ctx, pads = context, pad_mask
             raw = self.resampler.step(step, ctx, pads)
-            if self.vq is not None:  # quantise the raw latents; the scale is applied after
-                raw, loss, step_codes = self.vq(raw)
-                vq_losses.append(loss), codes.append(step_codes)
+            raws.append(raw)
+            if self.vq is not None:  # quantise the raw latents; the head is applied after
+                quantized = self.vq(raw)
+                raw = quantized.tokens
+                vq_losses.append(quantized.loss), codes.append(quantized.codes), stats.append(quantized)
             produced.append(self.output(raw))
-        aux: dict = {}
+        aux: dict = {"raw": torch.cat(raws, dim=1)}
         if vq_losses:
             aux["vq_loss"] = torch.stack(vq_losses).mean()
             aux["codes"] = torch.cat(codes, dim=1)
+            aux["quantized"] = stats
         return torch.cat(produced, dim=1), aux
 
 

@@ -5,10 +5,6 @@ VectorQuantizer: a learned codebook, L2 or cosine nearest code, straight-through
 FSQ: project to len(levels) dimensions, bound with tanh, round each dimension to its levels (straight-through),
 project back. Its two diversity terms are kept exactly as the report had them: the "unique-code" term is computed
 from torch.unique and carries no gradient (section 51's bug), the variance term is differentiable (its fix).
-
-Not wired into the bridge yet: this VectorQuantizer is the superset of modules.VectorQuantizer (L2, normal init),
-which it replaces when the lineage's spec fields land. That change reruns every bridge stage, so it is made
-once, together with the rest of the lineage.
 """
 
 from __future__ import annotations
@@ -46,10 +42,10 @@ def _usage(codes: torch.Tensor, size: int) -> tuple[torch.Tensor, float, int]:
 
 class VectorQuantizer(nn.Module):
     def __init__(self, codebook_size: int, dim: int, distance: Literal["l2", "cosine"] = "l2",
-                 init: Literal["uniform", "normal", "unit"] = "uniform", pre_norm: bool = False,
+                 init: Literal["scaled_normal", "uniform", "normal", "unit"] = "uniform", pre_norm: bool = False,
                  commitment: float = 0.25, entropy_weight: float = 0.0,
                  entropy_from: Literal["usage", "soft"] = "usage"):
-        """init: 'uniform' is nn.Embedding's +-1/K as the report first had it (section 47, issue 3: the VQ loss
+        """init: 'scaled_normal' is N(0, 1/dim); 'uniform' is nn.Embedding's +-1/K as the report first had it (section 47, issue 3: the VQ loss
         exploded), 'normal' N(0, 1), 'unit' N(0, 1) rows scaled to norm 1 (its fix). entropy_from: 'usage' is the
         entropy of the batch's hard code histogram, as the report's `avg_probs` (no gradient reaches the encoder
         through it); 'soft' uses the softmax over negative distances, which does."""
@@ -59,7 +55,9 @@ class VectorQuantizer(nn.Module):
         if entropy_from not in ("usage", "soft"):
             raise ValueError(f"entropy_from must be 'usage' or 'soft', got {entropy_from!r}")
         self.codebook = nn.Embedding(codebook_size, dim)
-        if init == "uniform":
+        if init == "scaled_normal":
+            nn.init.normal_(self.codebook.weight, std=1.0 / dim**0.5)
+        elif init == "uniform":
             nn.init.uniform_(self.codebook.weight, -1.0 / codebook_size, 1.0 / codebook_size)
         elif init in ("normal", "unit"):
             nn.init.normal_(self.codebook.weight)
@@ -67,7 +65,7 @@ class VectorQuantizer(nn.Module):
                 with torch.no_grad():
                     self.codebook.weight.copy_(F.normalize(self.codebook.weight, dim=1))
         else:
-            raise ValueError(f"init must be 'uniform', 'normal' or 'unit', got {init!r}")
+            raise ValueError(f"init must be 'scaled_normal', 'uniform', 'normal' or 'unit', got {init!r}")
         self.norm = nn.LayerNorm(dim) if pre_norm else None
         self.distance, self.commitment = distance, commitment
         self.entropy_weight, self.entropy_from = entropy_weight, entropy_from

@@ -4,7 +4,8 @@ Every method that feeds the receiver embeddings (bridge, noise, prompt tuning, t
 through `ReceiverPrompt`: a constant prefix (BOS + primer, or BOS + instruction + few-shot
 demonstrations) encoded once, then a per-item middle (soft tokens + prompt, or item text),
 then the answer. Training and evaluation build the middle with the same function, so a
-train/eval primer mismatch (seed 002, phase 4) cannot happen.
+train/eval primer mismatch (seed 002, phase 4) happens only when a spec asks for it
+(`task.train_primer`).
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ class ReceiverPrompt:
     stops: set[int]
 
     @classmethod
-    def build(cls, lm: LoadedModel, task: TaskData, prefix_text: str) -> "ReceiverPrompt":
-        ids = L.tokenize(lm, prefix_text, bos=True)
+    def build(cls, lm: LoadedModel, task: TaskData, prefix_text: str, bos: bool = True) -> "ReceiverPrompt":
+        ids = L.tokenize(lm, prefix_text, bos=bos)
         prefix = D.encode_prefix(lm, L.embed(lm, torch.tensor([ids]))) if ids else None
         trie = None
         if task.is_classification:
@@ -54,8 +55,8 @@ class ReceiverPrompt:
                                     for v in task.verbalizers])
         return cls(lm, prefix, task, trie, stop_ids(lm, task.task.answer_suffix))
 
-    def text_middle(self, text: str) -> torch.Tensor:
-        return L.embed(self.lm, torch.tensor(L.tokenize(self.lm, text)))
+    def text_middle(self, text: str, bos: bool = False) -> torch.Tensor:
+        return L.embed(self.lm, torch.tensor(L.tokenize(self.lm, text, bos=bos), dtype=torch.long))
 
     def soft_middle(self, soft: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         """Soft tokens followed by the embedded prompt that comes after them."""

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from harness import stats
+from harness.kinds.bridge import lineage_page
 from harness.kinds.bridge.analysis import METHOD_NAMES, SCORINGS, _pct, first_expected
 from harness.report.figures import pyplot, save_figure
 from harness.report.tables import Column, Table
@@ -200,3 +201,8 @@ def latency_table() -> Table | None:
         table.add(row["method"], row["component"], row["protocol"] or "-", row["median_ms"], row["p90_ms"],
                   row.get("reported_ms"))
     return table
+
+
+def pages(entries, figure_dir: Path) -> list:
+    """Further pages across bridge specs: the GSM8K lineage (seed 002, phases 1-16)."""
+    return lineage_page.pages(entries, figure_dir)

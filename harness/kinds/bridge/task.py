@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from harness.data import DataError
-from harness.kinds.bridge.answers import normalise_number
+from harness.kinds.bridge.answers import NUMBER, final_number, normalise_number
 from registry.kinds.bridge import PASSKEY, BridgeSpec
 
 PASSKEY_FILLER = (
@@ -27,6 +27,7 @@ class TaskItem:
     input: str  # the task input after input_template
     answer: str  # gold answer text (a verbalizer, a passkey, a number)
     label: int | None = None  # classification only
+    solution: str | None = None  # generation only: the worked solution (GSM8K: ends in '#### n')
 
 
 @dataclass
@@ -49,7 +50,9 @@ class TaskData:
         return [self.task.verbalizer(n) for n in self.task.label_names()]
 
     def answer_text(self, item: TaskItem) -> str:
-        return self.task.answer_prefix + item.answer + self.task.answer_suffix
+        """What the receiver is trained to write: answer_prefix + target_template + answer_suffix."""
+        target = self.task.target_template.format(answer=item.answer, solution=item.solution, input=item.input)
+        return self.task.answer_prefix + target + self.task.answer_suffix
 
     def sender_text(self, item: TaskItem) -> str:
         return self.task.sender_template.format(input=item.input)
@@ -75,7 +78,9 @@ class TaskData:
             match = re.search(r"\d+", first_line)
             return match.group(0) if match else None
         if kind == "generation":
-            match = re.search(r"-?\d[\d,]*(?:\.\d+)?", first_line)
+            if self.task.number_from == "final":
+                return final_number(generated)
+            match = re.search(NUMBER, first_line)
             return normalise_number(match.group(0)) if match else None
         return match_label(first_line, self.verbalizers)
 
@@ -114,7 +119,7 @@ def _to_task_item(spec: BridgeSpec, raw: dict) -> TaskItem:
     fields = {k: v for k, v in raw.items() if k in ("text", "question", "choices")}
     text = task.input_template.format(**fields)
     if task.task_type == "generation":
-        return TaskItem(raw["id"], text, raw["answer"])
+        return TaskItem(raw["id"], text, raw["answer"], solution=raw.get("solution"))
     label = int(raw["label"])
     return TaskItem(raw["id"], text, task.verbalizer(task.label_names()[label]), label)
 

@@ -56,6 +56,7 @@ class TrainResult:
     seconds: float
     steps: int
     discarded: str | None = None  # why a cached checkpoint was thrown away, if one was
+    nonfinite_at: int | None = None  # the step whose loss was NaN/Inf, when training stopped there
 
     @property
     def status(self) -> dict:
@@ -64,6 +65,8 @@ class TrainResult:
         out = {"status": kind, "from_step": self.resumed_from, "steps": self.steps}
         if self.discarded:
             out["discarded_checkpoint"] = self.discarded
+        if self.nonfinite_at is not None:
+            out["nonfinite_loss_at_step"] = self.nonfinite_at
         return out
 
 
@@ -88,9 +91,13 @@ def _load_checkpoint(path: Path, module: nn.Module, optimizer, scheduler, steps:
 
 def train(module: nn.Module, loss_fn: Callable[[Step], dict], *, n_items: int, steps: int, spec: TrainingSpec,
           lr: float, seed: int, checkpoint: Path, label: str, quick_eval: Callable[[], float] | None = None,
-          progress=None, processes: Processes | None = None) -> TrainResult:
+          progress=None, processes: Processes | None = None,
+          after_step: Callable[[], None] | None = None) -> TrainResult:
     """Train `module`'s trainable parameters; `loss_fn(step)` returns {"total": ..., other losses...} for
-    `step.local`, this process's shard of the global batch, with global values (see `harness.sharding`)."""
+    `step.local`, this process's shard of the global batch, with global values (see `harness.sharding`), and
+    optionally "stats": {name: float} logged beside the losses. `after_step` runs after every optimiser step
+    (the flow bridge's EMA update). A NaN/Inf total fails the run unless
+    `spec.on_nonfinite_loss` is "stop": then training ends before that step's update."""
     processes = processes or Processes()
     on_gpu = next(module.parameters()).device.type == "cuda"
     accelerator = Accelerator(mixed_precision="bf16" if on_gpu else "no", cpu=not on_gpu)
@@ -118,11 +125,18 @@ def train(module: nn.Module, loss_fn: Callable[[Step], dict], *, n_items: int, s
         progress.update(start)
     began = time.perf_counter()
     module.train()
+    nonfinite_at = None
     for step in range(start, steps):
         with accelerator.autocast():
             losses = loss_fn(Step(batch_indices(step, spec.batch_size, n_items, seed), processes))
+        stats = losses.pop("stats", {})
         total = losses["total"]
         if not torch.isfinite(total):
+            if spec.on_nonfinite_loss == "stop":
+                nonfinite_at = step + 1
+                warnings.warn(f"{label}: the training loss became {float(total)} at step {step + 1}; training stops "
+                              f"there (training.on_nonfinite_loss: stop)", stacklevel=2)
+                break
             raise FloatingPointError(f"{label}: the training loss became {float(total)} at step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(total)
@@ -130,8 +144,10 @@ def train(module: nn.Module, loss_fn: Callable[[Step], dict], *, n_items: int, s
         grad_norm = accelerator.clip_grad_norm_(params, spec.grad_clip)
         optimizer.step()
         scheduler.step()
+        if after_step is not None:
+            after_step()
         row = {"run": label, "step": step + 1, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-               **{f"{k}_loss": float(v.detach()) for k, v in losses.items()}}
+               **{f"{k}_loss": float(v.detach()) for k, v in losses.items()}, **stats}
         if quick_eval is not None and ((step + 1) % spec.quick_eval_every == 0 or step + 1 == steps):
             module.eval()
             row["quick_eval_accuracy"] = quick_eval()
@@ -145,4 +161,4 @@ def train(module: nn.Module, loss_fn: Callable[[Step], dict], *, n_items: int, s
             progress.update(1)
             progress.set_postfix_str(f"{label} loss {float(total.detach()):.3f}")
     module.eval()
-    return TrainResult(log, resumed_from, time.perf_counter() - began, steps, discarded)
+    return TrainResult(log, resumed_from, time.perf_counter() - began, steps, discarded, nonfinite_at)
