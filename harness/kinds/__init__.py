@@ -7,8 +7,7 @@ Everything that belongs to one kind lives in `harness/kinds/<kind>/` (the name o
     analysis.py   analyze(spec, records, curves) -> Analysis  records -> metrics, tables, notes
                   headline_metrics(spec) -> list[str]         keys every complete run's metrics.json must hold
     figures.py    figures(spec, analysis, records, curves, out_dir) -> list[Path]
-    summary.py    optional: summary(entries, figure_dir) -> (tables, notes, figure paths), across specs; and
-                  optionally pages(entries, figure_dir) -> [(name, title, tables, notes, figure paths)], more pages
+    summary.py    optional: summary(entries, figure_dir) -> (tables, notes, figure paths), across specs
     plan.py       optional: workload(spec, profile) -> Workload, the sizes `harness plan` turns into memory
                   and tokens
 
