@@ -209,7 +209,9 @@ def _analyze_view(spec: BridgeSpec, records: list[dict], curves: list[dict] | No
     if not passkey and spec.task.task_type != "generation":
         out.set("chance.accuracy", 1 / len(spec.task.label_names()))
     out.tables.append(accuracy)
-    out.tables.append(_mcnemar_table(correct, methods, out))
+    mcnemar = _mcnemar_table(correct, methods, out)
+    if mcnemar.rows:  # a bridge-only spec (the GSM8K lineage) has no baseline to pair with
+        out.tables.append(mcnemar)
     if spec.task.task_type == "generation":
         diversity = _prediction_diversity(records, methods, out)
     findings = _findings_table(spec, methods, out)

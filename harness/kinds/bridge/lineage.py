@@ -148,6 +148,7 @@ FINDING_MEASURES = {
     "diverse_garbage": ("diversity", "transfer"), "catastrophic_output": ("loops", "diversity"),
     "meta_commentary": ("meta",), "entity_scrambling": ("transfer",), "codebook_collapse": ("codes",),
     "vq_loss_explosion": ("nonfinite",), "tanh_saturation": ("saturation",), "no_gradient": ("codes",),
+    "anchor_bug": ("anchor",), "transmitted_information": ("transfer", "diversity"), "no_results": (),
 }
 LOOP = re.compile(r"(\S+(?:\s+\S+){0,2}?)(?:\s*\1){3,}")
 META_WORDS = re.compile(r"\b(vector|thought)s?\b", re.IGNORECASE)
@@ -174,6 +175,9 @@ def finding_facts(records: list[dict], out: Analysis, reported: dict) -> None:
         measures["nonfinite"] = f"training loss NaN/Inf at step {int(out.metrics['training.bridge.nonfinite_loss_at_step'])}"
     else:
         measures["nonfinite"] = "no NaN/Inf training loss"
+    if "training.bridge.initial_anchor_loss" in out.metrics:
+        measures["anchor"] = (f"anchor loss {out.metrics['training.bridge.initial_anchor_loss']:.3g} at step 1, "
+                              f"{out.metrics['training.bridge.final_anchor_loss']:.3g} over the last 10% of steps")
     if "training.bridge.final_tanh_saturation" in out.metrics:
         measures["saturation"] = (f"{_pct(out.metrics['training.bridge.final_tanh_saturation'])} of outputs saturated "
                                   f"(|x| > 3) over the last 10% of steps; z variance "

@@ -1,8 +1,8 @@
 """The GSM8K lineage page (seed 002, phases 1-16): one row per version, reported beside reproduced, adjacent
 versions compared on the same items, and the training curves that tell the versions apart.
 
-A spec joins the page with the tag `gsm8k_lineage`; rows follow the spec names (gsm8k_v01 ... gsm8k_v15_*,
-then the SST-2 signal check). The first sentence of a spec's description says what changed.
+A spec joins the page with the tag `gsm8k_lineage`; rows follow the report's order (ORDER; a spec not listed
+there comes last). The first sentence of a spec's description says what changed.
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ from harness.report.figures import pyplot, save_figure
 from harness.report.tables import Column, Table
 
 TAG = "gsm8k_lineage"
+ORDER = ("gsm8k_v01", "gsm8k_v02", "gsm8k_v03", "gsm8k_v03_1", "gsm8k_v04", "gsm8k_v05", "gsm8k_v06", "gsm8k_v07",
+         "gsm8k_v08", "gsm8k_v09", "gsm8k_v10", "gsm8k_v11", "gsm8k_v12_dit", "gsm8k_v13_dit_xattn",
+         "gsm8k_v14_dit_hybrid", "gsm8k_v15_vq", "gsm8k_v15_vq_ln", "gsm8k_v15_vq_cosine", "gsm8k_v15_vq_noln",
+         "gsm8k_v15_vq_entropy", "gsm8k_v15_fsq8", "gsm8k_v15_fsq32", "gsm8k_v15_fsq_div", "gsm8k_v15_fsq_var",
+         "gsm8k_v15_cont", "gsm8k_v15_tanh", "gsm8k_v15_rms", "gsm8k_v15_rms_div", "sst2_vq_signal_check")
 PAGE = "gsm8k_lineage"
 # (metric, column title): reproduced with its interval, beside the first reported value
 COLUMNS = (("bridge.generation.accuracy", "Accuracy"), ("bridge.partial_rate", "Partial"),
@@ -33,8 +38,9 @@ def _reported(spec, key: str):
 def _cell(metrics: dict, spec, key: str) -> str:
     got = metrics.get(key)
     text = "—" if got is None else _pct(got)
-    if got is not None and f"{key}.ci_low" in metrics:
-        text += f" [{100 * metrics[key + '.ci_low']:.1f}, {100 * metrics[key + '.ci_high']:.1f}]"
+    ci = key.removesuffix(".accuracy")  # accuracies keep their interval beside them: bridge.generation.ci_low
+    if got is not None and f"{ci}.ci_low" in metrics:
+        text += f" [{100 * metrics[ci + '.ci_low']:.1f}, {100 * metrics[ci + '.ci_high']:.1f}]"
     entry = _reported(spec, key)
     return text + (f" ({_pct(entry.value)}, §{entry.section})" if entry else "")
 
@@ -56,7 +62,8 @@ def _paired(previous, current) -> str | None:
 
 
 def pages(entries, figure_dir: Path) -> list[tuple[str, str, list[Table], list[str], list[Path]]]:
-    rows = sorted((e for e in entries if TAG in e.spec.tags), key=lambda e: e.spec.name)
+    rows = sorted((e for e in entries if TAG in e.spec.tags),
+                  key=lambda e: (ORDER.index(e.spec.name) if e.spec.name in ORDER else len(ORDER), e.spec.name))
     if not rows:
         return []
     table = Table("lineage", "GSM8K bridge lineage (seed 002, sections 4-57): reproduced [95% Wilson] (reported, §)", [
@@ -93,10 +100,12 @@ def _curves_figure(rows, figure_dir: Path) -> Path | None:
     fig, axes = plt.subplots((len(panels) + cols - 1) // cols, cols, figsize=(11, 2.8 * ((len(panels) + 1) // cols)),
                              squeeze=False)
     for ax, (column, title) in zip(axes.flat, panels):
-        for e in runs:
+        for n, e in enumerate(runs):
             points = e.analysis.series.get(column)
-            if points:
-                ax.plot(*zip(*points), lw=1, label=e.spec.name.removeprefix("gsm8k_"))
+            if points:  # 20 colours; V15 dashed, the SST-2 check dotted, so versions stay apart
+                style = ":" if not e.spec.name.startswith("gsm8k") else "--" if "_v15" in e.spec.name else "-"
+                ax.plot(*zip(*points), lw=1, ls=style, color=plt.get_cmap("tab20")(n % 20),
+                        label=e.spec.name.removeprefix("gsm8k_"))
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         if column in ("z_variance",):

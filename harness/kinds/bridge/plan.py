@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from harness.kinds.bridge.flow import DiTDenoiser
 from harness.kinds.bridge.modules import LatentBridge
 from harness.plan import Forward, Workload, estimated_tokens, model_size
 from registry.kinds.bridge import SEEDED_METHODS, BridgeSpec
@@ -15,12 +16,24 @@ TYPICAL_ITEM_TOKENS = 64
 
 
 def trainable_parameters(spec: BridgeSpec, profile: str) -> int:
-    """The bridge's parameters, counted on the meta device (nothing is allocated)."""
+    """The bridge's parameters (with the heads its auxiliary losses train), counted on the meta device."""
     sender, receiver = model_size(spec.sender, profile), model_size(spec.receiver, profile)
+    arch, losses = spec.bridge, spec.training.losses
     with torch.device("meta"):
-        bridge = LatentBridge(spec.bridge, sender.hidden, receiver.hidden, torch.zeros(sender.hidden),
-                              torch.ones(sender.hidden), 1.0)
-    return sum(p.numel() for p in bridge.parameters() if p.requires_grad)
+        if arch.flow is not None:
+            flow = arch.flow
+            module = DiTDenoiser(flow.latents, receiver.hidden, sender.hidden, flow.width, flow.depth, flow.heads,
+                                 flow.condition)
+        else:
+            colour = (torch.zeros(receiver.hidden), torch.ones(receiver.hidden)) if arch.normalizer.recolour else None
+            module = LatentBridge(arch, sender.hidden, receiver.hidden, torch.zeros(sender.hidden),
+                                  torch.ones(sender.hidden), 1.0, colour)
+    count = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    if losses.reconstruction_head:
+        count += (receiver.hidden + 1) * sender.hidden
+    if losses.bag_of_words:
+        count += (receiver.hidden + 1) * sender.vocab
+    return count
 
 
 def workload(spec: BridgeSpec, profile: str) -> Workload:
