@@ -231,3 +231,27 @@ def test_a_lineage_version_logs_its_losses_and_diagnostics_in_the_tiny_profile(t
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert "bridge.entity_transfer.overall" in metrics and "training.bridge.final_anchor_loss" in metrics
     assert analyze(load_spec(REPO / "specs" / "gsm8k_v09.yaml", "tiny"), records).metrics["n_items"] == len(records)
+
+
+def test_finding_verdicts_follow_their_rules():
+    def entry(name, **metrics):
+        return SimpleNamespace(spec=load_spec(REPO / "specs" / f"{name}.yaml", "paper"),
+                               analysis=Analysis(metrics={"n_items": 100.0, **metrics}), run={"profile": "local"})
+
+    collapsed = {"bridge.output_diversity": 0.05, "bridge.output_diversity.ci_high": 0.11,
+                 "bridge.entity_transfer.overall": 0.01, "bridge.entity_transfer.overall.ci_high": 0.03}
+    entries = {"gsm8k_v01": entry("gsm8k_v01", **collapsed),
+               "gsm8k_v10": entry("gsm8k_v10", **{**collapsed, "bridge.output_diversity.ci_high": 0.6}),
+               "gsm8k_v03_1": entry("gsm8k_v03_1", **{"bridge.meta_commentary_rate": 0.40}),
+               "gsm8k_v04": entry("gsm8k_v04", **{"bridge.meta_commentary_rate": 0.05}),
+               "gsm8k_v15_vq": entry("gsm8k_v15_vq")}
+    rows = lineage_page.findings_table(entries).rows
+
+    def verdict(start: str) -> str:
+        return next(row[-1] for row in rows if row[0].startswith(start))
+
+    assert verdict("Posterior collapse") == "reproduced in kind"
+    assert verdict("The auto-encoder") == "not reproduced"  # diversity's interval reaches 60%
+    assert verdict("The train/eval primer mismatch") == "reproduced in kind"  # 40/100 against 5/100
+    assert verdict("VQ with a tiny codebook init") == "not reproduced"  # no NaN step recorded
+    assert verdict("Entity scrambling") == "not run"

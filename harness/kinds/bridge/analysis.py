@@ -225,7 +225,9 @@ def _analyze_view(spec: BridgeSpec, records: list[dict], curves: list[dict] | No
     if bottleneck is not None:
         out.tables.append(bottleneck)
     if curves and (spec.training.diagnostics or spec.bridge.flow is not None):
-        lineage.curve_points(curves, out, expected, spec.training.batch_size)
+        curve_table = lineage.curve_points(curves, out, expected, spec.training.batch_size)
+        if curve_table is not None:
+            out.tables.append(curve_table)
     if spec.task.number_from == "final":
         lineage.finding_facts(records, out, expected)
     if spec.task.task_type in ("classification", "multiple_choice"):

@@ -26,6 +26,7 @@ from harness.report.tables import Analysis, Column, Table
 CURVE_STATS = ("scale", "z_variance", "soft_token_std", "tanh_saturation", "vq_perplexity", "codes_used",
                "code_diversity", "unweighted_lm_loss", "bottleneck_loss")
 TRANSFER_CLASSES = (*ENTITY_CLASSES, "overall")
+COLLAPSED_PERPLEXITY = 2.0  # a batch's code perplexity at or below this: (in effect) at most two codes in use
 # the training curves the lineage page draws for every version that has them
 SERIES = ("lm_loss", "flow_loss", "anchor_loss", "info_nce_loss", "diversity_loss", "scale", "z_variance",
           "vq_perplexity", "code_diversity")
@@ -108,11 +109,12 @@ def bottleneck(records: list[dict], out: Analysis) -> Table | None:
     return table if table.rows else None
 
 
-def curve_points(curves: list[dict], out: Analysis, reported: dict, batch_size: int) -> None:
-    """Set the curve values a spec's reported numbers name, and first/last values of the diagnostic columns."""
+def curve_points(curves: list[dict], out: Analysis, reported: dict, batch_size: int) -> Table | None:
+    """Set the curve values a spec's reported numbers name, and first/last values of the loss and diagnostic
+    columns; returns the table of the latter beside the report's first/final values."""
     rows = [r for r in curves if r.get("run") == "bridge"]
     if not rows:
-        return
+        return None
     first_seed = rows[0].get("seed")
     rows = [r for r in rows if r.get("seed") == first_seed]
     by_step = {int(r["step"]): r for r in rows}
@@ -124,17 +126,39 @@ def curve_points(curves: list[dict], out: Analysis, reported: dict, batch_size: 
             value = by_step[int(step)][column]
             if isinstance(value, (int, float)) and value == value:
                 out.set(key, float(value))
-    for column in {c for r in rows for c in r} - {"run", "step", "seed", "lr", "grad_norm"}:
+    table = Table("curves", "Training curves: the first step and the last 10% of steps", [
+        Column("Curve", align="l"), Column("Step 1", ".4g"), Column("Last 10%", ".4g"),
+        Column("Reported first", align="l"), Column("Reported final", align="l"), Column("Note", align="l")],
+        caption="Reported values are the report's first and final values where it gives them (its own steps; "
+                "the local runs are shorter). InfoNCE's chance value ln(batch) is what a bridge that sends the "
+                "same tokens for every item scores.")
+    columns = [c for c in dict.fromkeys(c for r in rows for c in r) if c not in ("run", "step", "seed", "lr", "grad_norm",
+                                                                             "quick_eval_accuracy")]
+    for column in columns:
         values = [r[column] for r in rows if isinstance(r.get(column), (int, float)) and r[column] == r[column]]
-        if values and (column in CURVE_STATS or column.endswith("_loss")):  # final: as the training table's
-            out.set(f"training.bridge.initial_{column}", float(values[0]))
-            out.set(f"training.bridge.final_{column}", float(np.mean(values[-max(1, len(values) // 10):])))
+        if not values or not (column in CURVE_STATS or column.endswith("_loss")):
+            continue
+        first, final = float(values[0]), float(np.mean(values[-max(1, len(values) // 10):]))
+        out.set(f"training.bridge.initial_{column}", first)
+        out.set(f"training.bridge.final_{column}", final)
+        note = f"ln(batch {batch_size}) = {math.log(batch_size):.4g}" if column == "info_nce_loss" else None
+        table.add(column, first, final, _fmt(reported.get(f"training.bridge.initial_{column}")),
+                  _fmt(reported.get(f"training.bridge.final_{column}")), note)
     for column in SERIES:
         points = [(int(r["step"]), float(r[column])) for r in rows if isinstance(r.get(column), (int, float))]
         if points:
             out.series[column] = points
     if "info_nce_loss" in rows[0]:
         out.set("training.bridge.info_nce_chance", math.log(batch_size))
+    collapsed = [int(r["step"]) for r in rows if isinstance(r.get("vq_perplexity"), (int, float))
+                 and r["vq_perplexity"] <= COLLAPSED_PERPLEXITY]
+    if collapsed:  # the first step whose batch used (in effect) at most two codes
+        out.set("training.bridge.code_collapse_step", float(collapsed[0]))
+    return table if table.rows else None
+
+
+def _fmt(value) -> str | None:
+    return None if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # What this run measured for each qualitative finding the report states (`bridge.finding.<name>` under expected):
@@ -155,16 +179,22 @@ META_WORDS = re.compile(r"\b(vector|thought)s?\b", re.IGNORECASE)
 
 
 def finding_facts(records: list[dict], out: Analysis, reported: dict) -> None:
+    """Measured facts beside each `bridge.finding.*` the spec lists, and the loop and meta-commentary rates
+    (`bridge.loop_rate`, `bridge.meta_commentary_rate`) the lineage page's verdicts compare across versions."""
     outputs = [r["bridge"]["generated"] for r in records if "generated" in r.get("bridge", {})]
     if not outputs:
         return
     n = len(outputs)
     common, count = Counter(o.strip() for o in outputs).most_common(1)[0]
+    loops = sum(bool(LOOP.search(o)) for o in outputs)
+    meta = sum(bool(META_WORDS.search(o)) for o in outputs)
+    out.set("bridge.loop_rate", loops / n)
+    out.set("bridge.meta_commentary_rate", meta / n)
     measures = {
         "diversity": f"{len({o.strip() for o in outputs})}/{n} distinct outputs",
         "common": f"the most common output ({count}/{n} items): {common[:80]!r}",
-        "loops": f"{sum(bool(LOOP.search(o)) for o in outputs)}/{n} outputs repeat a 1-3 word phrase 4+ times",
-        "meta": f"{sum(bool(META_WORDS.search(o)) for o in outputs)}/{n} outputs mention 'vector' or 'thought'",
+        "loops": f"{loops}/{n} outputs repeat a 1-3 word phrase 4+ times",
+        "meta": f"{meta}/{n} outputs mention 'vector' or 'thought'",
     }
     if "bridge.entity_transfer.overall" in out.metrics:
         measures["transfer"] = f"entity transfer {_pct(out.metrics['bridge.entity_transfer.overall'])} (numbers + names)"
