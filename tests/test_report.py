@@ -16,7 +16,7 @@ def _render(tmp_path, results_dir):
 def test_reports_render_every_spec_with_reported_and_reproduced(tiny_paper_run, tmp_path):
     out = _render(tmp_path, tiny_paper_run.run_dir.parent)
     names = {p.stem for p in (REPO / "specs").glob("*.yaml")}
-    summaries = {"bridge_summary", "alignment_summary"}  # kinds with a `summary` module
+    summaries = {"bridge_summary", "gsm8k_lineage", "alignment_summary"}  # kinds with a `summary` module (and its pages)
     assert {p.stem for p in out.glob("*.md")} == names | {"README"} | summaries
     assert {p.stem for p in out.glob("*.tex")} == names | summaries
     page = (out / "residual_gain_paper.md").read_text()
