@@ -244,7 +244,8 @@ def test_finding_verdicts_follow_their_rules():
                "gsm8k_v10": entry("gsm8k_v10", **{**collapsed, "bridge.output_diversity.ci_high": 0.6}),
                "gsm8k_v03_1": entry("gsm8k_v03_1", **{"bridge.meta_commentary_rate": 0.40}),
                "gsm8k_v04": entry("gsm8k_v04", **{"bridge.meta_commentary_rate": 0.05}),
-               "gsm8k_v15_vq": entry("gsm8k_v15_vq")}
+               "gsm8k_v15_vq": entry("gsm8k_v15_vq", **{"training.bridge.initial_vq_loss": 0.4,
+                                                      "training.bridge.final_vq_loss": 16.0})}
     rows = lineage_page.findings_table(entries).rows
 
     def verdict(start: str) -> str:

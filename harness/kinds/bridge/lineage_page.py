@@ -163,8 +163,10 @@ def _finding_rows(entries: dict) -> list[tuple[str, str, list[str], object]]:
          lambda a, b: _rate_above(a, b, "bridge.loop_rate", "looping outputs (V6 against V7)")),
         ("The auto-encoder's outputs are all (nearly) identical", "36", ["gsm8k_v10"], lambda m: _collapse(m)),
         ("VQ with a tiny codebook init: the loss explodes to NaN", "47", ["gsm8k_v15_vq"],
-         lambda m: (f"NaN/Inf loss at step {int(m['training.bridge.nonfinite_loss_at_step'])}"
-                    if "training.bridge.nonfinite_loss_at_step" in m else "every loss finite",
+         lambda m: ((f"NaN/Inf loss at step {int(m['training.bridge.nonfinite_loss_at_step'])}"
+                     if "training.bridge.nonfinite_loss_at_step" in m else "every loss finite")
+                    + f"; VQ loss {m['training.bridge.initial_vq_loss']:.3g} at step 1, "
+                      f"{m['training.bridge.final_vq_loss']:.3g} over the last 10% of steps",
                     "training.bridge.nonfinite_loss_at_step" in m)),
         *[(f"VQ codebook collapse to ~1 code within a few steps ({name.removeprefix('gsm8k_v15_vq_')})", "47-48", [name],
            codes) for name in ("gsm8k_v15_vq_ln", "gsm8k_v15_vq_cosine", "gsm8k_v15_vq_noln", "gsm8k_v15_vq_entropy")],
