@@ -47,6 +47,16 @@ def format_cell(value: Any, fmt: str = "") -> str:
     return str(value)
 
 
+def percent(value: float) -> str:
+    """A rate in 0..1 as a percentage with one decimal, the way every page writes rates in prose."""
+    return f"{100 * value:.1f}%"
+
+
+def reported_text(value) -> str | None:
+    """A reported value (number or text) as a table cell; None when the report gives none."""
+    return None if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
 @dataclass
 class Analysis:
     """What an experiment's records say: flat metrics, text facts, tables and notes."""

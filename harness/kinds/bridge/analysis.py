@@ -10,7 +10,7 @@ import numpy as np
 from harness import stats
 from harness.kinds.bridge import lineage
 from harness.kinds.bridge.answers import judge
-from harness.report.tables import Analysis, Column, Table
+from harness.report.tables import Analysis, Column, Table, percent, reported_text
 from registry.errors import SpecError
 from registry.kinds.bridge import CONTINUATION_SET, PASSKEY, SEEDED_METHODS, BridgeSpec
 
@@ -35,10 +35,6 @@ def _correct(spec: BridgeSpec, records: list[dict], method: str, scoring: str) -
     if any(scoring not in r[method] for r in records):
         return None
     return [judge(spec.task.task_type, r, r[method][scoring]) for r in records]
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
 
 
 def _with_ci(successes: int, n: int) -> str:
@@ -204,7 +200,7 @@ def _analyze_view(spec: BridgeSpec, records: list[dict], curves: list[dict] | No
                 correct[(method, "scored")] = scored
             cells.append(_set_accuracy(out, f"{method}.scored", scored) if scored is not None else None)
         reported = expected.get(f"{method}.generation.accuracy")
-        cells.append(_pct(reported) if isinstance(reported, float) else None)
+        cells.append(percent(reported) if isinstance(reported, float) else None)
         accuracy.add(*cells)
     if not passkey and spec.task.task_type != "generation":
         out.set("chance.accuracy", 1 / len(spec.task.label_names()))
@@ -276,7 +272,7 @@ def _findings_table(spec, methods: list[str], out: Analysis) -> Table:
     bridge = m.get("bridge.generation.accuracy")
 
     def compared(method: str) -> str:
-        return f"{METHOD_NAMES[method]} {_pct(m[f'{method}.generation.accuracy'])} (p {m[f'mcnemar.{method}.generation.pvalue_holm']:.2g})"
+        return f"{METHOD_NAMES[method]} {percent(m[f'{method}.generation.accuracy'])} (p {m[f'mcnemar.{method}.generation.pvalue_holm']:.2g})"
 
     for exp in spec.expected:
         if not exp.metric.startswith("claims."):
@@ -300,11 +296,11 @@ def _findings_table(spec, methods: list[str], out: Analysis) -> Table:
             if direction == "above":
                 held = all(bridge > m[f"{o}.generation.accuracy"] and m[f"mcnemar.{o}.generation.pvalue_holm"] < 0.05
                            for o in present)
-                shown = f"bridge {_pct(bridge)} vs " + ", ".join(compared(o) for o in present)
+                shown = f"bridge {percent(bridge)} vs " + ", ".join(compared(o) for o in present)
             else:
                 better = max(present, key=lambda o: m[f"{o}.generation.accuracy"])
                 held = bridge < m[f"{better}.generation.accuracy"] and m[f"mcnemar.{better}.generation.pvalue_holm"] < 0.05
-                shown = f"bridge {_pct(bridge)} vs the better, " + compared(better)
+                shown = f"bridge {percent(bridge)} vs the better, " + compared(better)
         verdict = "reproduced in kind" if held else "not reproduced"
         floor = max(TASK_FLOOR, m.get("chance.accuracy", 0))
         baselines = [better] if direction == "below" else [o for o in others if o != "text_relay"]
@@ -417,22 +413,18 @@ def _soft_token_table(records: list[dict], out: Analysis, expected: dict) -> Tab
                 "against 8).")
     if rms:
         out.set("bridge.soft_token_rms", float(np.mean(rms)))
-        table.add("Soft-token RMS", float(np.mean(rms)), min(rms), max(rms), _fmt(expected.get("bridge.soft_token_rms")))
+        table.add("Soft-token RMS", float(np.mean(rms)), min(rms), max(rms), reported_text(expected.get("bridge.soft_token_rms")))
     sim = [s for s in sim if s == s]
     if sim:
         out.set("bridge.soft_token_similarity", float(np.mean(sim)))
         table.add("Within-item token similarity", float(np.mean(sim)), min(sim), max(sim),
-                  _fmt(expected.get("bridge.soft_token_similarity")))
+                  reported_text(expected.get("bridge.soft_token_similarity")))
     summary = [r["text_relay"]["summary_tokens"] for r in records if "summary_tokens" in r.get("text_relay", {})]
     if summary:
         out.set("text_relay.summary_tokens", float(np.mean(summary)))
         table.add("Text relay: summary tokens", float(np.mean(summary)), min(summary), max(summary),
-                  _fmt(expected.get("text_relay.summary_tokens")))
+                  reported_text(expected.get("text_relay.summary_tokens")))
     return table
-
-
-def _fmt(value) -> str | None:
-    return None if value is None else f"{value:g}"
 
 
 def _training_table(curves: list[dict], out: Analysis, reported: dict) -> Table:
@@ -490,9 +482,9 @@ def _reported_trajectory(reported: dict, run_name: str) -> str | None:
     parts = []
     start, end = reported.get(f"training.{run_name}.initial_lm_loss"), reported.get(f"training.{run_name}.final_lm_loss")
     if start is not None or end is not None:
-        parts.append(f"LM loss {_fmt(start) or '?'} -> {_fmt(end) or '?'}")
-    for column, label, fmt in (("lm_loss", "LM loss", _fmt), ("diversity_loss", "diversity", _fmt),
-                               ("quick_eval_accuracy", "accuracy", _pct)):
+        parts.append(f"LM loss {reported_text(start) or '?'} -> {reported_text(end) or '?'}")
+    for column, label, fmt in (("lm_loss", "LM loss", reported_text), ("diversity_loss", "diversity", reported_text),
+                               ("quick_eval_accuracy", "accuracy", percent)):
         points = reported_points(reported, run_name, column)
         if points:
             parts.append(f"{label} " + ", ".join(f"{fmt(v)} at {step}" for step, v in points))

@@ -21,7 +21,7 @@ import numpy as np
 from harness import stats
 from harness.kinds.bridge.answers import judge
 from harness.kinds.bridge.entities import ENTITY_CLASSES, is_partial, output_diversity, transfer_totals
-from harness.report.tables import Analysis, Column, Table
+from harness.report.tables import Analysis, Column, Table, percent, reported_text
 
 CURVE_STATS = ("scale", "z_variance", "soft_token_std", "tanh_saturation", "vq_perplexity", "codes_used",
                "code_diversity", "unweighted_lm_loss", "bottleneck_loss")
@@ -142,8 +142,8 @@ def curve_points(curves: list[dict], out: Analysis, reported: dict, batch_size: 
         out.set(f"training.bridge.initial_{column}", first)
         out.set(f"training.bridge.final_{column}", final)
         note = f"ln(batch {batch_size}) = {math.log(batch_size):.4g}" if column == "info_nce_loss" else None
-        table.add(column, first, final, _fmt(reported.get(f"training.bridge.initial_{column}")),
-                  _fmt(reported.get(f"training.bridge.final_{column}")), note)
+        table.add(column, first, final, reported_text(reported.get(f"training.bridge.initial_{column}")),
+                  reported_text(reported.get(f"training.bridge.final_{column}")), note)
     for column in SERIES:
         points = [(int(r["step"]), float(r[column])) for r in rows if isinstance(r.get(column), (int, float))]
         if points:
@@ -155,10 +155,6 @@ def curve_points(curves: list[dict], out: Analysis, reported: dict, batch_size: 
     if collapsed:  # the first step whose batch used (in effect) at most two codes
         out.set("training.bridge.code_collapse_step", float(collapsed[0]))
     return table if table.rows else None
-
-
-def _fmt(value) -> str | None:
-    return None if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # What this run measured for each qualitative finding the report states (`bridge.finding.<name>` under expected):
@@ -197,7 +193,7 @@ def finding_facts(records: list[dict], out: Analysis, reported: dict) -> None:
         "meta": f"{meta}/{n} outputs mention 'vector' or 'thought'",
     }
     if "bridge.entity_transfer.overall" in out.metrics:
-        measures["transfer"] = f"entity transfer {_pct(out.metrics['bridge.entity_transfer.overall'])} (numbers + names)"
+        measures["transfer"] = f"entity transfer {percent(out.metrics['bridge.entity_transfer.overall'])} (numbers + names)"
     if "bridge.vq.perplexity" in out.metrics:
         measures["codes"] = (f"code perplexity {out.metrics['bridge.vq.perplexity']:.3g}, "
                              f"{int(out.metrics['bridge.vq.codes_used'])} codes used on the evaluation items")
@@ -209,7 +205,7 @@ def finding_facts(records: list[dict], out: Analysis, reported: dict) -> None:
         measures["anchor"] = (f"anchor loss {out.metrics['training.bridge.initial_anchor_loss']:.3g} at step 1, "
                               f"{out.metrics['training.bridge.final_anchor_loss']:.3g} over the last 10% of steps")
     if "training.bridge.final_tanh_saturation" in out.metrics:
-        measures["saturation"] = (f"{_pct(out.metrics['training.bridge.final_tanh_saturation'])} of outputs saturated "
+        measures["saturation"] = (f"{percent(out.metrics['training.bridge.final_tanh_saturation'])} of outputs saturated "
                                   f"(|x| > 3) over the last 10% of steps; z variance "
                                   f"{out.metrics.get('training.bridge.final_z_variance', float('nan')):.3g}")
     for key in reported:
@@ -218,7 +214,3 @@ def finding_facts(records: list[dict], out: Analysis, reported: dict) -> None:
             found = [measures[m] for m in wanted if m in measures]
             if found:
                 out.facts[key] = "; ".join(found)
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from harness import stats
 from harness.kinds.bridge import lineage
-from harness.kinds.bridge.analysis import _pct
 from harness.report.figures import pyplot, save_figure
-from harness.report.tables import Column, Table
+from harness.report.tables import Column, Table, percent
 
 TAG = "gsm8k_lineage"
 ORDER = ("gsm8k_v01", "gsm8k_v02", "gsm8k_v03", "gsm8k_v03_1", "gsm8k_v04", "gsm8k_v05", "gsm8k_v06", "gsm8k_v07",
@@ -38,12 +37,12 @@ def _reported(spec, key: str):
 
 def _cell(metrics: dict, spec, key: str) -> str:
     got = metrics.get(key)
-    text = "—" if got is None else _pct(got)
+    text = "—" if got is None else percent(got)
     ci = key.removesuffix(".accuracy")  # accuracies keep their interval beside them: bridge.generation.ci_low
     if got is not None and f"{ci}.ci_low" in metrics:
         text += f" [{100 * metrics[ci + '.ci_low']:.1f}, {100 * metrics[ci + '.ci_high']:.1f}]"
     entry = _reported(spec, key)
-    return text + (f" ({_pct(entry.value)}, §{entry.section})" if entry else "")
+    return text + (f" ({percent(entry.value)}, §{entry.section})" if entry else "")
 
 
 def _changed(spec) -> str:
@@ -109,8 +108,8 @@ def _upper(m: dict, key: str) -> float:
 def _collapse(m: dict) -> tuple[str, bool]:
     """Output diversity's interval wholly below 50% and entity transfer's below 10%."""
     held = _upper(m, "bridge.output_diversity") < 0.5 and _upper(m, "bridge.entity_transfer.overall") < 0.1
-    return (f"diversity {_pct(m['bridge.output_diversity'])} (upper {_pct(_upper(m, 'bridge.output_diversity'))}), entity "
-            f"transfer {_pct(m['bridge.entity_transfer.overall'])} (upper {_pct(_upper(m, 'bridge.entity_transfer.overall'))})",
+    return (f"diversity {percent(m['bridge.output_diversity'])} (upper {percent(_upper(m, 'bridge.output_diversity'))}), entity "
+            f"transfer {percent(m['bridge.entity_transfer.overall'])} (upper {percent(_upper(m, 'bridge.entity_transfer.overall'))})",
             held)
 
 
@@ -133,9 +132,9 @@ def _finding_rows(entries: dict) -> list[tuple[str, str, list[str], object]]:
         first, last = m["training.bridge.initial_flow_loss"], m["training.bridge.final_flow_loss"]
         held = ((last < first / 2 or not falls) and m["bridge.output_diversity.ci_low"] > 0.9
                 and _upper(m, "bridge.entity_transfer.overall") < 0.1)
-        return (f"flow loss {first:.3g} -> {last:.3g}; diversity {_pct(m['bridge.output_diversity'])} (lower "
-                f"{_pct(m['bridge.output_diversity.ci_low'])}); entity transfer "
-                f"{_pct(m['bridge.entity_transfer.overall'])} (upper {_pct(_upper(m, 'bridge.entity_transfer.overall'))})", held)
+        return (f"flow loss {first:.3g} -> {last:.3g}; diversity {percent(m['bridge.output_diversity'])} (lower "
+                f"{percent(m['bridge.output_diversity.ci_low'])}); entity transfer "
+                f"{percent(m['bridge.entity_transfer.overall'])} (upper {percent(_upper(m, 'bridge.entity_transfer.overall'))})", held)
 
     def scale(m):
         ratio = m["bridge.soft_token.std"] / m["bridge.target_embedding.std"]
@@ -154,8 +153,8 @@ def _finding_rows(entries: dict) -> list[tuple[str, str, list[str], object]]:
          "removes it", "17-19", ["gsm8k_v03_1", "gsm8k_v04"],
          lambda a, b: _rate_above(a, b, "bridge.meta_commentary_rate", "outputs naming 'vector'/'thought'")),
         ("Entity scrambling: GSM8K-style solutions with the question's entities lost", "19, 21", ["gsm8k_v05"],
-         lambda m: (f"partial {_pct(m['bridge.partial_rate'])}, entity transfer {_pct(m['bridge.entity_transfer.overall'])}"
-                    f" (upper {_pct(_upper(m, 'bridge.entity_transfer.overall'))})",
+         lambda m: (f"partial {percent(m['bridge.partial_rate'])}, entity transfer {percent(m['bridge.entity_transfer.overall'])}"
+                    f" (upper {percent(_upper(m, 'bridge.entity_transfer.overall'))})",
                     m["bridge.partial_rate.ci_low"] > 0.5 and _upper(m, "bridge.entity_transfer.overall") < 0.1)),
         ("Anchoring to the question degenerates into repetitive loops", "24", ["gsm8k_v06", "gsm8k_v05"],
          lambda a, b: _rate_above(a, b, "bridge.loop_rate", "looping outputs")),
@@ -173,7 +172,7 @@ def _finding_rows(entries: dict) -> list[tuple[str, str, list[str], object]]:
         *[(f"FSQ collapse to ~1 code within a few steps ({name.removeprefix('gsm8k_v15_')})", "49-52", [name], codes)
           for name in ("gsm8k_v15_fsq8", "gsm8k_v15_fsq32", "gsm8k_v15_fsq_div", "gsm8k_v15_fsq_var")],
         ("Tanh saturates: most outputs pinned at +-scale as the output variance grows", "54", ["gsm8k_v15_tanh"],
-         lambda m: (f"saturated {_pct(m['training.bridge.final_tanh_saturation'])}; z variance "
+         lambda m: (f"saturated {percent(m['training.bridge.final_tanh_saturation'])}; z variance "
                     f"{m['training.bridge.initial_z_variance']:.3g} -> {m['training.bridge.final_z_variance']:.3g}",
                     m["training.bridge.final_tanh_saturation"] > 0.5
                     and m["training.bridge.final_z_variance"] > 10 * m["training.bridge.initial_z_variance"])),

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from harness import stats
 from harness.kinds.bridge import lineage_page
-from harness.kinds.bridge.analysis import METHOD_NAMES, SCORINGS, _pct, first_expected
+from harness.kinds.bridge.analysis import METHOD_NAMES, SCORINGS, first_expected
 from harness.report.figures import pyplot, save_figure
-from harness.report.tables import Column, Table
+from harness.report.tables import Column, Table, percent
 from registry.kinds.bridge import PASSKEY
 
 LATENCY_FILE = Path("benchmarks/results/latency.json")
@@ -20,10 +20,10 @@ def _cell(metrics: dict, spec, key: str) -> str:
     (the seed's tables disagree between sections, so every reported cell names its own)."""
     got = metrics.get(key)
     entry = next((e for e in spec.expected if e.metric == key), None)
-    text = _pct(got) if got is not None else "—"
+    text = percent(got) if got is not None else "—"
     if entry is None or not isinstance(entry.value, float):
         return text
-    return f"{text} ({_pct(entry.value)}, §{entry.section})"
+    return f"{text} ({percent(entry.value)}, §{entry.section})"
 
 
 def _token_scaling_findings(rows) -> Table:
@@ -52,9 +52,9 @@ def _token_scaling_findings(rows) -> Table:
         held = many / n_many < few / n_few and pvalue < 0.05
         reported = [next((x.value for x in e.spec.expected if x.metric == key), None) for e in (runs[0], runs[-1])]
         table.add(task, "digit accuracy (every digit of every item)" if task == PASSKEY else "generation accuracy",
-                  " -> ".join(_pct(v) for v in reported if isinstance(v, float)) + " (§64)",
-                  f"{runs[0].spec.bridge.soft_tokens} tokens {_pct(few / n_few)} -> {runs[-1].spec.bridge.soft_tokens} "
-                  f"tokens {_pct(many / n_many)} (p {pvalue:.2g})", "reproduced in kind" if held else "not reproduced")
+                  " -> ".join(percent(v) for v in reported if isinstance(v, float)) + " (§64)",
+                  f"{runs[0].spec.bridge.soft_tokens} tokens {percent(few / n_few)} -> {runs[-1].spec.bridge.soft_tokens} "
+                  f"tokens {percent(many / n_many)} (p {pvalue:.2g})", "reproduced in kind" if held else "not reproduced")
     return table
 
 
@@ -65,7 +65,7 @@ def _seed_cell(metrics: dict) -> str | None:
         key = f"bridge.{scoring}.accuracy"
         if f"{key}.seed_mean" in metrics:
             n = sum(1 for k in metrics if k.startswith(f"{key}.seed_") and k[len(key) + 6:].isdigit())
-            parts.append(f"{scoring} {_pct(metrics[key + '.seed_mean'])} [{100 * metrics[key + '.seed_ci_low']:.1f}, "
+            parts.append(f"{scoring} {percent(metrics[key + '.seed_mean'])} [{100 * metrics[key + '.seed_ci_low']:.1f}, "
                          f"{100 * metrics[key + '.seed_ci_high']:.1f}] ({n} seeds)")
     return "; ".join(parts) or None
 
