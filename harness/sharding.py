@@ -72,13 +72,17 @@ def _global_value(local: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
 
 
 class Step:
-    """One training step's global batch and this process's shard of it."""
+    """One training step's global batch and this process's shard of it.
 
-    def __init__(self, indices: list[int], processes: Processes):
+    With `empty_shards`, a batch smaller than the process count is allowed (an alignment epoch's last batch or a
+    validation batch): a loss built only from `mean_of` and `over_batch` is defined on an empty shard."""
+
+    def __init__(self, indices: list[int], processes: Processes, empty_shards: bool = False):
         self.all = indices
         self.local = shard(indices, processes)
         self.processes = processes
-        require_shards(len(indices), processes, "the global batch")
+        if not empty_shards:
+            require_shards(len(indices), processes, "the global batch")
 
     def token_mean(self, losses: torch.Tensor) -> torch.Tensor:
         """Mean of per-token losses over the global batch (each process holds its shard's tokens)."""
@@ -96,6 +100,11 @@ class Step:
         share = len(self.local) / len(self.all)
         value = _all_reduce_sum(local_mean.detach().float() * share)
         return _global_value(local_mean * share * self.processes.count, value)
+
+    def mean_of(self, values: list[torch.Tensor], device: torch.device | None = None) -> torch.Tensor:
+        """The whole batch's mean of per-item 0-d values, of which this process holds its shard's (possibly none)."""
+        local = torch.stack(values) if values else torch.zeros(0, device=device)
+        return self.over_batch(local, torch.mean)
 
     def over_batch(self, local: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """fn of the whole batch's rows (e.g. a diversity loss across items), differentiable in this shard's rows."""

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from harness.kinds.bridge.quantizers import FSQ, VectorQuantizer
+from harness.kinds.bridge.quantizers import FSQ, VectorQuantizer, fsq_z_variance
 
 
 def _quantizer(book: list[list[float]], **kwargs) -> VectorQuantizer:
@@ -99,10 +99,11 @@ def test_fsq_unique_code_term_has_no_gradient_and_the_variance_term_does():
     assert out.loss.item() == pytest.approx(0.1 * -math.log(out.diversity + 1e-8), rel=1e-6)
     assert not out.loss.requires_grad  # section 51: "the diversity loss had NO GRADIENT PATH"
     fixed = FSQ([5] * 8, dim=16, variance_weight=0.1)
-    loss = fixed(x).loss
-    loss.backward()
+    out = fixed(x)
+    out.loss.backward()
     assert fixed.down.weight.grad is not None and fixed.down.weight.grad.abs().sum() > 0
-    assert fixed.z_variance(x) > 0
+    assert out.loss.item() == pytest.approx(0.1 * -math.log(fsq_z_variance(out.values) + 1e-8), rel=1e-5)
+    assert fsq_z_variance(bugged(torch.randn(1, 1, 16).expand(2, 6, 16)).values) < 1e-10  # one code: no variance
 
 
 def test_bad_settings_are_named():

@@ -44,6 +44,12 @@ def template_fields(template: str) -> set[str]:
     return names
 
 
+def require_heads_divide(width: int, heads: int, width_field: str, heads_field: str) -> None:
+    """Multi-head attention splits the width evenly across heads."""
+    if width % heads:
+        raise ValueError(f"{width_field} ({width}) must be divisible by {heads_field} ({heads})")
+
+
 class ContinuationSpec(StrictModel):
     """Zero-shot scoring of each choice as a continuation, as lm-evaluation-harness scores multiple choice.
 
@@ -183,8 +189,7 @@ class ResamplerSpec(StrictModel):
 
     @model_validator(mode="after")
     def _heads_divide_dim(self):
-        if self.dim % self.heads:
-            raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        require_heads_divide(self.dim, self.heads, "dim", "heads")
         return self
 
 
@@ -253,8 +258,7 @@ class FlowSpec(StrictModel):
 
     @model_validator(mode="after")
     def _heads_divide_width(self):
-        if self.width % self.heads:
-            raise ValueError(f"flow.width ({self.width}) must be divisible by flow.heads ({self.heads})")
+        require_heads_divide(self.width, self.heads, "flow.width", "flow.heads")
         return self
 
 

@@ -21,7 +21,7 @@ from torch import nn
 from harness.kinds.alignment import maps as M
 from harness.kinds.alignment.states import encode, layer_states
 from harness.models import check_finite
-from harness.sharding import Step, shard
+from harness.sharding import Step
 from registry.kinds.alignment import Adapter
 
 
@@ -118,22 +118,6 @@ def lm_loss(tgt, layer: int, adapted: torch.Tensor, continuation: list[int]) -> 
     return nn.functional.cross_entropy(logits, ids)
 
 
-class BatchStep(Step):
-    """A training step over an alignment batch, whose shard may be empty: the last (or a validation) batch can
-    hold fewer pairs than there are processes. `batch_loss` builds every term with `mean_of` and `over_batch`,
-    which are defined for an empty shard, so the refusal in `Step.__init__` is not needed here."""
-
-    def __init__(self, indices: list[int], processes):
-        self.all = indices
-        self.local = shard(indices, processes)
-        self.processes = processes
-
-    def mean_of(self, values: list[torch.Tensor], device: torch.device | None = None) -> torch.Tensor:
-        """The whole batch's mean of per-item 0-d values, of which this process holds its shard's (possibly none)."""
-        local = torch.stack(values) if values else torch.zeros(0, device=device)
-        return self.over_batch(local, torch.mean)
-
-
 def infonce(adapted_pooled: torch.Tensor, target_pooled: torch.Tensor, temperature: float) -> torch.Tensor:
     """Cross-entropy of matching each text's pooled adapted state to its own pooled target state in the batch."""
     a = nn.functional.normalize(adapted_pooled, dim=-1)
@@ -143,7 +127,7 @@ def infonce(adapted_pooled: torch.Tensor, target_pooled: torch.Tensor, temperatu
 
 
 def batch_loss(adapters: dict[int, StateAdapter], pairs: list[tuple[int, int]], weights: list[float], items: list[Item],
-               step: BatchStep, tgt, config: Adapter) -> tuple[torch.Tensor, dict]:
+               step: Step, tgt, config: Adapter) -> tuple[torch.Tensor, dict]:
     """Weighted sum over layers of mean LM loss + weight x InfoNCE over the batch `items`, of which this process
     computes its shard `step.local` (indices into `items`, possibly none); values are the whole batch's (see
     harness.sharding), and the loss has no gradient on a process whose shard is empty. Also the parts, for the log."""

@@ -16,7 +16,7 @@ import torch
 from harness.kinds.alignment import adapters as A
 from harness.kinds.alignment import maps as M
 from harness.kinds.alignment.inject import continuation_nll, greedy
-from harness.sharding import average_gradients, map_sharded
+from harness.sharding import Step, average_gradients, map_sharded
 from registry.kinds.alignment import Adapter, resolve_layer
 
 
@@ -29,7 +29,7 @@ def _freeze(lm) -> None:
 def _validation(adapters, pairs, weights, items, tgt, config: Adapter, processes) -> tuple[float, float, float | None]:
     totals, lms, nces = [], [], []
     for batch in A.batches(items, config.batch_size, "validation"):
-        step = A.BatchStep(list(range(len(batch))), processes)
+        step = Step(list(range(len(batch))), processes, empty_shards=True)
         loss, parts = A.batch_loss(adapters, pairs, weights, batch, step, tgt, config)
         totals.append(float(loss))
         lms.append(parts["lm_loss"])
@@ -67,7 +67,7 @@ def train(name: str, config: Adapter, src, tgt, starts: dict, held_states: dict,
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     stopper = A.EarlyStop(config.early_stopping.patience, config.early_stopping.min_delta) if config.early_stopping else None
     direction = f"{src.name}_to_{tgt.name}"
-    processes = ctx.processes  # a batch smaller than the process count leaves some shards empty
+    processes = ctx.processes
     rows: list[dict] = []
     step = 0
     per_epoch = math.ceil(len(train_items) / config.batch_size)
@@ -99,7 +99,7 @@ def train(name: str, config: Adapter, src, tgt, starts: dict, held_states: dict,
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         for k, batch in enumerate(A.batches(train_items, config.batch_size, f"{spec.seed}:{epoch}"), 1):
-            shards = A.BatchStep(list(range(len(batch))), processes)
+            shards = Step(list(range(len(batch))), processes, empty_shards=True)
             loss, parts = A.batch_loss(adapters, pairs, weights, batch, shards, tgt, config)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{name} {direction}: the adapter loss became {float(loss)} in epoch {epoch}")

@@ -19,7 +19,7 @@ from harness.kinds.bridge import auxiliary as A
 from harness.kinds.bridge.continuation import score_items
 from harness.kinds.bridge.flow import EMA, DiTDenoiser, euler_sample, rectified_flow_loss
 from harness.kinds.bridge.modules import LatentBridge, batch_diversity_loss, mean_offdiagonal_cosine
-from harness.kinds.bridge.quantizers import FSQ
+from harness.kinds.bridge.quantizers import FSQ, fsq_z_variance
 from harness.kinds.bridge.receiver import ReceiverPrompt, generate_texts
 from harness.kinds.bridge.sender_states import pad_states, sender_states
 from harness.kinds.bridge.task import TaskData, TaskItem, build_task
@@ -64,7 +64,7 @@ def _soft_tokens(bridge: LatentBridge, states: list[torch.Tensor], device, batch
 def _item_codes(bridge: LatentBridge, aux: dict) -> list[list]:
     """Each item's codes: VQ codebook indices, or FSQ level vectors as short strings (FSQ has no code table)."""
     if isinstance(bridge.vq, FSQ):
-        levels = bridge.vq.quantize(bridge.vq.down(aux["raw"]))[1]
+        levels = torch.cat([q.levels for q in aux["quantized"]], dim=1)
         return [["".join(chr(48 + v) for v in token) for token in item] for item in levels.tolist()]
     return aux["codes"].tolist()
 
@@ -345,16 +345,6 @@ def _receiver_colour(rp: ReceiverPrompt, texts: list[str]) -> tuple[torch.Tensor
     return embeds.mean(0).cpu(), embeds.std(0).cpu()
 
 
-def _padded(rows: list[torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(r.shape[0] for r in rows)
-    out = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
-    mask = torch.zeros(len(rows), width, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        out[i, : r.shape[0]] = r
-        mask[i, : r.shape[0]] = True
-    return out.to(device), mask.to(device)
-
-
 def _auxiliary_losses(spec, task, sender, receiver, rp, bridge, answers, device) -> dict:
     """name -> (weight, loss(step, soft, aux, source, source_mask)) for every auxiliary loss the spec turns on;
     heads the losses train are attached to the bridge (so they are checkpointed and optimised with it)."""
@@ -375,7 +365,7 @@ def _auxiliary_losses(spec, task, sender, receiver, rp, bridge, answers, device)
                 targets = [L.embed(receiver, torch.tensor(a, dtype=torch.long)).float() for a in answers]
 
         def anchor_loss(step, soft, aux, src, mask):
-            target, target_mask = _padded([targets[i] for i in step.local], device)
+            target, target_mask = pad_states([targets[i] for i in step.local], device)
             return step.item_mean(A.anchor(soft.float(), target, target_mask, anchor.distance))
         losses["anchor"] = (anchor.weight, anchor_loss)
     if cfg.reconstruction_head:
@@ -405,7 +395,7 @@ def _diagnostics(bridge: LatentBridge, soft: torch.Tensor, aux: dict) -> dict:
     with torch.no_grad():
         raw = aux["raw"].float()
         if isinstance(bridge.vq, FSQ):
-            z_variance = bridge.vq.z_variance(aux["raw"])
+            z_variance = fsq_z_variance(torch.cat([q.values for q in aux["quantized"]], dim=1))
         else:
             z_variance = float(raw.var(dim=(0, 1)).mean()) if raw.shape[0] * raw.shape[1] > 1 else float("nan")
         out = {"scale": float(bridge.output.scale), "z_variance": z_variance,

@@ -22,21 +22,20 @@ class StatisticalNormalizer(nn.Module):
     def __init__(self, mean: torch.Tensor, std: torch.Tensor, learnable: bool,
                  colour: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
-        log_std = std.clamp_min(1e-6).log()
-        if learnable:
-            self.mean, self.log_std = nn.Parameter(mean.clone()), nn.Parameter(log_std)
-        else:
-            self.register_buffer("mean", mean.clone())
-            self.register_buffer("log_std", log_std)
+        self._keep("mean", mean.clone(), learnable)
+        self._keep("log_std", std.clamp_min(1e-6).log(), learnable)
         self.colour = colour is not None
         if colour is not None:
             target_mean, target_std = colour
-            log_target = target_std.clamp_min(1e-8).log()
-            if learnable:
-                self.target_mean, self.target_log_std = nn.Parameter(target_mean.clone()), nn.Parameter(log_target)
-            else:
-                self.register_buffer("target_mean", target_mean.clone())
-                self.register_buffer("target_log_std", log_target)
+            self._keep("target_mean", target_mean.clone(), learnable)
+            self._keep("target_log_std", target_std.clamp_min(1e-8).log(), learnable)
+
+    def _keep(self, name: str, value: torch.Tensor, learnable: bool) -> None:
+        """A trained parameter, or a buffer that is saved with the bridge but not trained."""
+        if learnable:
+            self.register_parameter(name, nn.Parameter(value))
+        else:
+            self.register_buffer(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         white = (x - self.mean) * torch.exp(-self.log_std)

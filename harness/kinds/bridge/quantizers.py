@@ -23,7 +23,8 @@ EPS = 1e-8
 @dataclass
 class Quantized:
     """A quantizer's output: soft tokens [B, N, D] (straight-through), the auxiliary loss to add, the chosen
-    codes [B, N] (FSQ: numbered within the batch), and usage statistics over the batch (no gradient)."""
+    codes [B, N] (FSQ: numbered within the batch), and usage statistics over the batch (no gradient). FSQ also
+    gives each token's level indices [B, N, L] (codes comparable across batches) and its quantized values."""
 
     tokens: torch.Tensor
     loss: torch.Tensor
@@ -31,6 +32,8 @@ class Quantized:
     perplexity: float
     codes_used: int
     diversity: float  # distinct codes / tokens in the batch
+    levels: torch.Tensor | None = None
+    values: torch.Tensor | None = None  # detached
 
 
 def _usage(codes: torch.Tensor, size: int) -> tuple[torch.Tensor, float, int]:
@@ -126,9 +129,9 @@ class FSQ(nn.Module):
         if self.variance_weight:  # section 51's fix
             loss = loss + self.variance_weight * -torch.log(z_q.var(dim=(0, 1)).mean() + EPS)
         _, perplexity, used = _usage(codes, table.shape[0])
-        return Quantized(self.up(z_q), loss, codes, perplexity, used, distinct)
+        return Quantized(self.up(z_q), loss, codes, perplexity, used, distinct, index, z_q.detach())
 
-    @torch.no_grad()
-    def z_variance(self, x: torch.Tensor) -> float:
-        """The report's "Z Variance": variance over batch and tokens of the quantized values, mean over dims."""
-        return float(self.quantize(self.down(x))[0].var(dim=(0, 1)).mean())
+
+def fsq_z_variance(values: torch.Tensor) -> float:
+    """The report's "Z Variance" of FSQ: variance over batch and tokens of the quantized values, mean over dims."""
+    return float(values.var(dim=(0, 1)).mean())
