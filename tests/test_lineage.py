@@ -217,6 +217,10 @@ def test_the_lineage_page_pairs_adjacent_versions_on_shared_items():
     assert name == "gsm8k_lineage" and [r[0] for r in rows] == ["gsm8k_v01", "gsm8k_v02"]
     assert rows[0][-1] is None and rows[1][-1].startswith("+2 / −0, p 0.5")
     assert "(0.0%, §5)" in rows[0][4]  # V1's reported accuracy beside the reproduced one
+    assert not any(n.startswith("Not run") for n in notes)  # the not-run note only when a version has no run
+    unrun = SimpleNamespace(spec=load_spec(REPO / "specs" / "gsm8k_v03.yaml", "paper"), analysis=None, run=None)
+    (_, _, tables, notes, _), = lineage_page.pages([entry("gsm8k_v01", [False] * 10), unrun], REPO / "nonexistent")
+    assert tables[0].rows[1][2] == "not run" and any(n.startswith("Not run") for n in notes)
 
 
 @pytest.mark.slow

@@ -82,9 +82,10 @@ def pages(entries, figure_dir: Path) -> list[tuple[str, str, list[Table], list[s
                   _paired(previous, e))
         previous = e
     notes = ["Each version is one spec that `extends` the one before it (or specs/base/gsm8k.yaml); its page gives the "
-             "full settings, every reported number beside the reproduced one, and its training curves.",
-             "Not run: the spec is in the registry and validated, and its local stage has not run at this commit "
-             "(README, 'Stages not run at this commit')."]
+             "full settings, every reported number beside the reproduced one, and its training curves."]
+    if any(e.run is None for e in rows):
+        notes.append("Not run: the spec is in the registry and validated, and its local stage has not run at this "
+                     "commit (README, 'Stages not run at this commit').")
     figure = _curves_figure(rows, figure_dir / PAGE)
     tables = [table, findings_table({e.spec.name: e for e in rows})]
     return [(PAGE, "GSM8K bridge lineage (seed 002, phases 1-16)", tables, notes, [figure] if figure else [])]
