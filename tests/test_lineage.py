@@ -260,3 +260,22 @@ def test_finding_verdicts_follow_their_rules():
     assert verdict("The train/eval primer mismatch") == "reproduced in kind"  # 40/100 against 5/100
     assert verdict("VQ with a tiny codebook init") == "not reproduced"  # no NaN step recorded
     assert verdict("Entity scrambling") == "not run"
+
+
+def test_the_no_gradient_finding_needs_the_same_lm_loss_at_every_step():
+    def entry(name, losses, total):
+        analysis = Analysis(metrics={"n_items": 2.0, "training.bridge.final_total_loss": total},
+                            series={"lm_loss": list(enumerate(losses, 1))}, per_item={"bridge": {"q0": True, "q1": False}})
+        return SimpleNamespace(spec=load_spec(REPO / "specs" / f"{name}.yaml", "paper"), analysis=analysis,
+                               run={"profile": "local"})
+
+    def row(div_losses):
+        entries = {"gsm8k_v15_fsq_div": entry("gsm8k_v15_fsq_div", div_losses, 3.0),
+                   "gsm8k_v15_fsq32": entry("gsm8k_v15_fsq32", [2.5, 2.25, 2.0], 2.0)}
+        return next(r for r in lineage_page.findings_table(entries).rows if r[0].startswith("The unique-code"))
+
+    held = row([2.5, 2.25, 2.0])
+    assert held[-1] == "design consequence"
+    assert held[3].startswith("LM loss equal at 3/3 steps; final total loss 3 against 2") and held[3].endswith("2/2 items")
+    moved = row([2.5, 2.25, 1.9])  # a term with a gradient changes the trajectory
+    assert moved[-1] == "not reproduced" and moved[3].startswith("LM loss equal at 2/3 steps")

@@ -122,7 +122,7 @@ def _rate_above(a: dict, b: dict, key: str, label: str) -> tuple[str, bool]:
 
 
 def _finding_rows(entries: dict) -> list[tuple[str, str, list[str], object]]:
-    """(finding, sections, specs it needs, rule(metrics...) -> (measured, held))."""
+    """(finding, sections, specs it needs, rule(metrics...) -> (measured, held[, verdict when held]))."""
     def codes(m):
         step = m.get("training.bridge.code_collapse_step")
         return (f"evaluation code perplexity {m.get('bridge.vq.perplexity', float('nan')):.3g}; batch perplexity <= 2 "
@@ -136,6 +136,18 @@ def _finding_rows(entries: dict) -> list[tuple[str, str, list[str], object]]:
         return (f"flow loss {first:.3g} -> {last:.3g}; diversity {percent(m['bridge.output_diversity'])} (lower "
                 f"{percent(m['bridge.output_diversity.ci_low'])}); entity transfer "
                 f"{percent(m['bridge.entity_transfer.overall'])} (upper {percent(_upper(m, 'bridge.entity_transfer.overall'))})", held)
+
+    def same_training(a, b):
+        """The report's unique-code term (section 51) is a constant: with it, training is step for step the run
+        without it. The harness builds the term as the report did, so this holds by construction."""
+        with_term, without = (entries[n].analysis.series.get("lm_loss", []) for n in ("gsm8k_v15_fsq_div", "gsm8k_v15_fsq32"))
+        equal = sum(x == y for x, y in zip(with_term, without))
+        items_a, items_b = (entries[n].analysis.per_item.get("bridge", {}) for n in ("gsm8k_v15_fsq_div", "gsm8k_v15_fsq32"))
+        agree = sum(items_a[k] == items_b[k] for k in items_a.keys() & items_b.keys())
+        return (f"LM loss equal at {equal}/{len(with_term)} steps; final total loss {a['training.bridge.final_total_loss']:.4g} "
+                f"against {b['training.bridge.final_total_loss']:.4g} (the term's constant); same verdict on "
+                f"{agree}/{len(items_a)} items",
+                bool(with_term) and equal == len(with_term) == len(without), "design consequence")
 
     def scale(m):
         ratio = m["bridge.soft_token.std"] / m["bridge.target_embedding.std"]
@@ -172,6 +184,8 @@ def _finding_rows(entries: dict) -> list[tuple[str, str, list[str], object]]:
            codes) for name in ("gsm8k_v15_vq_ln", "gsm8k_v15_vq_cosine", "gsm8k_v15_vq_noln", "gsm8k_v15_vq_entropy")],
         *[(f"FSQ collapse to ~1 code within a few steps ({name.removeprefix('gsm8k_v15_')})", "49-52", [name], codes)
           for name in ("gsm8k_v15_fsq8", "gsm8k_v15_fsq32", "gsm8k_v15_fsq_div", "gsm8k_v15_fsq_var")],
+        ("The unique-code diversity loss has no gradient: training is unchanged by it", "51",
+         ["gsm8k_v15_fsq_div", "gsm8k_v15_fsq32"], same_training),
         ("Tanh saturates: most outputs pinned at +-scale as the output variance grows", "54", ["gsm8k_v15_tanh"],
          lambda m: (f"saturated {percent(m['training.bridge.final_tanh_saturation'])}; z variance "
                     f"{m['training.bridge.initial_z_variance']:.3g} -> {m['training.bridge.final_z_variance']:.3g}",
@@ -201,18 +215,21 @@ def findings_table(entries: dict) -> Table:
                 "evaluation code perplexity <= 2 and a batch at perplexity <= 2 by step 20; tanh saturation = over "
                 "half the outputs at |x| > 3 with the output variance up tenfold; flow = (V12: loss halved,) diversity's "
                 "lower bound above 90%, entity transfer's upper bound below 10%; scale = generated std over 3x the "
-                "target embeddings'. The local models, sizes and steps differ from the report's (see each spec).")
+                "target embeddings'; no gradient = the LM loss equal at every step with and without the term (design "
+                "consequence: the term is built as the report built it). The local models, sizes and steps differ "
+                "from the report's (see each spec).")
     for finding, sections, names, rule in _finding_rows(entries):
         metrics = [_m(entries, n) for n in names]
         if any(m is None for m in metrics):
             table.add(finding, sections, ", ".join(names), "—", "not run")
             continue
         try:
-            measured, held = rule(*metrics)
+            measured, held, *verdict = rule(*metrics)  # a third element: the verdict when it holds
         except KeyError as missing:  # the run lacks a metric the rule needs (e.g. no output on any item)
             table.add(finding, sections, ", ".join(names), f"no {missing}", "not testable at this scale")
             continue
-        table.add(finding, sections, ", ".join(names), measured, "reproduced in kind" if held else "not reproduced")
+        table.add(finding, sections, ", ".join(names), measured,
+                  (verdict[0] if verdict else "reproduced in kind") if held else "not reproduced")
     return table
 
 
