@@ -31,6 +31,22 @@ def first_expected(spec) -> dict:
     return found
 
 
+def rate_cell(metrics: dict, spec, key: str, interval: bool = False) -> str:
+    """'reproduced [interval] (reported, §section)': a rate beside the spec's first `expected` value for `key` and
+    where the report gives it (the seed's tables disagree between sections, so every reported cell names its own).
+    With `interval`, an accuracy keeps its Wilson interval beside it (bridge.generation.accuracy ->
+    bridge.generation.ci_low)."""
+    got = metrics.get(key)
+    text = percent(got) if got is not None else "—"
+    ci = key.removesuffix(".accuracy")
+    if interval and got is not None and f"{ci}.ci_low" in metrics:
+        text += f" [{100 * metrics[ci + '.ci_low']:.1f}, {100 * metrics[ci + '.ci_high']:.1f}]"
+    entry = next((e for e in spec.expected if e.metric == key), None)
+    if entry is None or not isinstance(entry.value, float):
+        return text
+    return f"{text} ({percent(entry.value)}, §{entry.section})"
+
+
 def _correct(spec: BridgeSpec, records: list[dict], method: str, scoring: str) -> list[bool] | None:
     if any(scoring not in r[method] for r in records):
         return None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness import stats
 from harness.kinds.bridge import lineage
+from harness.kinds.bridge.analysis import rate_cell
 from harness.report.figures import pyplot, save_figure
 from harness.report.tables import Column, Table, percent
 
@@ -28,21 +29,6 @@ COLUMNS = (("bridge.generation.accuracy", "Accuracy"), ("bridge.partial_rate", "
 CURVES = (("lm_loss", "LM loss"), ("flow_loss", "flow loss"), ("anchor_loss", "anchor loss"),
           ("info_nce_loss", "InfoNCE"), ("diversity_loss", "batch similarity"), ("scale", "output scale"),
           ("z_variance", "z variance"), ("code_diversity", "distinct codes / tokens"))
-
-
-def _reported(spec, key: str):
-    entry = next((e for e in spec.expected if e.metric == key), None)
-    return entry if entry is not None and isinstance(entry.value, float) else None
-
-
-def _cell(metrics: dict, spec, key: str) -> str:
-    got = metrics.get(key)
-    text = "—" if got is None else percent(got)
-    ci = key.removesuffix(".accuracy")  # accuracies keep their interval beside them: bridge.generation.ci_low
-    if got is not None and f"{ci}.ci_low" in metrics:
-        text += f" [{100 * metrics[ci + '.ci_low']:.1f}, {100 * metrics[ci + '.ci_high']:.1f}]"
-    entry = _reported(spec, key)
-    return text + (f" ({percent(entry.value)}, §{entry.section})" if entry else "")
 
 
 def _changed(spec) -> str:
@@ -78,7 +64,7 @@ def pages(entries, figure_dir: Path) -> list[tuple[str, str, list[Table], list[s
     for e in rows:
         m = e.analysis.metrics if e.analysis else {}
         table.add(e.spec.name, _changed(e.spec), e.run["profile"] if e.run else "not run",
-                  int(m["n_items"]) if "n_items" in m else None, *[_cell(m, e.spec, key) for key, _ in COLUMNS],
+                  int(m["n_items"]) if "n_items" in m else None, *[rate_cell(m, e.spec, key, interval=True) for key, _ in COLUMNS],
                   _paired(previous, e))
         previous = e
     notes = ["Each version is one spec that `extends` the one before it (or specs/base/gsm8k.yaml); its page gives the "
@@ -137,12 +123,14 @@ def _finding_rows(entries: dict) -> list[tuple[str, str, list[str], object]]:
                 f"{percent(m['bridge.output_diversity.ci_low'])}); entity transfer "
                 f"{percent(m['bridge.entity_transfer.overall'])} (upper {percent(_upper(m, 'bridge.entity_transfer.overall'))})", held)
 
+    unique_code = ["gsm8k_v15_fsq_div", "gsm8k_v15_fsq32"]  # with the term, and the same run without it
+
     def same_training(a, b):
         """The report's unique-code term (section 51) is a constant: with it, training is step for step the run
         without it. The harness builds the term as the report did, so this holds by construction."""
-        with_term, without = (entries[n].analysis.series.get("lm_loss", []) for n in ("gsm8k_v15_fsq_div", "gsm8k_v15_fsq32"))
+        with_term, without = (entries[n].analysis.series.get("lm_loss", []) for n in unique_code)
         equal = sum(x == y for x, y in zip(with_term, without))
-        items_a, items_b = (entries[n].analysis.per_item.get("bridge", {}) for n in ("gsm8k_v15_fsq_div", "gsm8k_v15_fsq32"))
+        items_a, items_b = (entries[n].analysis.per_item.get("bridge", {}) for n in unique_code)
         agree = sum(items_a[k] == items_b[k] for k in items_a.keys() & items_b.keys())
         return (f"LM loss equal at {equal}/{len(with_term)} steps; final total loss {a['training.bridge.final_total_loss']:.4g} "
                 f"against {b['training.bridge.final_total_loss']:.4g} (the term's constant); same verdict on "
@@ -184,8 +172,8 @@ def _finding_rows(entries: dict) -> list[tuple[str, str, list[str], object]]:
            codes) for name in ("gsm8k_v15_vq_ln", "gsm8k_v15_vq_cosine", "gsm8k_v15_vq_noln", "gsm8k_v15_vq_entropy")],
         *[(f"FSQ collapse to ~1 code within a few steps ({name.removeprefix('gsm8k_v15_')})", "49-52", [name], codes)
           for name in ("gsm8k_v15_fsq8", "gsm8k_v15_fsq32", "gsm8k_v15_fsq_div", "gsm8k_v15_fsq_var")],
-        ("The unique-code diversity loss has no gradient: training is unchanged by it", "51",
-         ["gsm8k_v15_fsq_div", "gsm8k_v15_fsq32"], same_training),
+        ("The unique-code diversity loss has no gradient: training is unchanged by it", "51", unique_code,
+         same_training),
         ("Tanh saturates: most outputs pinned at +-scale as the output variance grows", "54", ["gsm8k_v15_tanh"],
          lambda m: (f"saturated {percent(m['training.bridge.final_tanh_saturation'])}; z variance "
                     f"{m['training.bridge.initial_z_variance']:.3g} -> {m['training.bridge.final_z_variance']:.3g}",

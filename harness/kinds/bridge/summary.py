@@ -7,23 +7,12 @@ from pathlib import Path
 
 from harness import stats
 from harness.kinds.bridge import lineage_page
-from harness.kinds.bridge.analysis import METHOD_NAMES, SCORINGS, first_expected
+from harness.kinds.bridge.analysis import METHOD_NAMES, SCORINGS, first_expected, rate_cell
 from harness.report.figures import pyplot, save_figure
 from harness.report.tables import Column, Table, percent
 from registry.kinds.bridge import PASSKEY
 
 LATENCY_FILE = Path("benchmarks/results/latency.json")
-
-
-def _cell(metrics: dict, spec, key: str) -> str:
-    """'reproduced (reported, §section)': the spec's first `expected` value for `key` and where the report gives it
-    (the seed's tables disagree between sections, so every reported cell names its own)."""
-    got = metrics.get(key)
-    entry = next((e for e in spec.expected if e.metric == key), None)
-    text = percent(got) if got is not None else "—"
-    if entry is None or not isinstance(entry.value, float):
-        return text
-    return f"{text} ({percent(entry.value)}, §{entry.section})"
 
 
 def _token_scaling_findings(rows) -> Table:
@@ -98,9 +87,11 @@ def summary(entries, figure_dir: Path) -> tuple[list[Table], list[str], list[Pat
         delta = (100 * (m["bridge.generation.accuracy"] - m["text_relay.generation.accuracy"])
                  if "text_relay.generation.accuracy" in m and "bridge.generation.accuracy" in m else None)
         master.add(e.spec.task.dataset, len(e.spec.task.label_names()), e.run["profile"] if e.run else "not run",
-                   int(m["n_items"]) if "n_items" in m else None, _cell(m, e.spec, "bridge.generation.accuracy"),
-                   _cell(m, e.spec, "bridge.scored.accuracy"), _seed_cell(m), _cell(m, e.spec, "text_relay.generation.accuracy"), delta,
-                   _cell(m, e.spec, "sender_text.generation.accuracy"), _cell(m, e.spec, "receiver_text.generation.accuracy"))
+                   int(m["n_items"]) if "n_items" in m else None, rate_cell(m, e.spec, "bridge.generation.accuracy"),
+                   rate_cell(m, e.spec, "bridge.scored.accuracy"), _seed_cell(m),
+                   rate_cell(m, e.spec, "text_relay.generation.accuracy"), delta,
+                   rate_cell(m, e.spec, "sender_text.generation.accuracy"),
+                   rate_cell(m, e.spec, "receiver_text.generation.accuracy"))
     tables.append(master)
 
     ablation = Table("token_ablation", "Token ablation (seed 002, section 64)", [
@@ -111,8 +102,8 @@ def summary(entries, figure_dir: Path) -> tuple[list[Table], list[str], list[Pat
     for e in sorted(rows, key=lambda e: (e.spec.task.dataset, e.spec.bridge.soft_tokens)):
         m = e.analysis.metrics if e.analysis else {}
         ablation.add(e.spec.task.dataset, e.spec.bridge.soft_tokens, e.run["profile"] if e.run else "not run",
-                     _cell(m, e.spec, "bridge.generation.accuracy"), _cell(m, e.spec, "bridge.scored.accuracy"),
-                     _cell(m, e.spec, "bridge.generation.digit_accuracy") if e.spec.task.dataset == PASSKEY else None)
+                     rate_cell(m, e.spec, "bridge.generation.accuracy"), rate_cell(m, e.spec, "bridge.scored.accuracy"),
+                     rate_cell(m, e.spec, "bridge.generation.digit_accuracy") if e.spec.task.dataset == PASSKEY else None)
     tables.append(ablation)
     scaling = _token_scaling_findings(rows)
     if scaling.rows:
@@ -125,7 +116,7 @@ def summary(entries, figure_dir: Path) -> tuple[list[Table], list[str], list[Pat
             Column("Method", align="l"), *[Column(e.spec.task.dataset, align="l") for e in reasoning]],
             caption="BoolQ and CommonsenseQA are not in the offline mirror: their specs run in the paper profile only.")
         for method in methods:
-            table.add(METHOD_NAMES[method], *[_cell(e.analysis.metrics if e.analysis else {}, e.spec,
+            table.add(METHOD_NAMES[method], *[rate_cell(e.analysis.metrics if e.analysis else {}, e.spec,
                                                     f"{method}.generation.accuracy") for e in reasoning])
         tables.append(table)
 
