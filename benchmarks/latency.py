@@ -67,7 +67,7 @@ def main() -> None:
     if not checkpoint.is_file():
         sys.exit(f"error: no trained bridge for {args.spec} ({args.profile} profile) at {checkpoint}; "
                  f"run `harness run {args.spec} --profile {args.profile}` first")
-    state = torch.load(checkpoint, weights_only=False)["module"]
+    state = torch.load(checkpoint, weights_only=True)["module"]
     sender_dim = state["normalizer.mean"].shape[0]
     bridge = LatentBridge(spec.bridge, sender_dim, receiver.model.config.hidden_size, torch.zeros(sender_dim),
                           torch.ones(sender_dim), 0.03)

@@ -8,12 +8,14 @@ analysis or figure code changes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import kinds
-from harness.fsutil import read_csv_rows, read_jsonl, replace_dir, staging_dir, write_json
+from harness.fsutil import (Interrupted, exclusive, read_csv_rows, read_jsonl, real_dir, replace_dir,
+                            restore_interrupted, staging_dir, write_json)
 from harness.report.tables import Analysis
 from registry import load_spec
 from registry.documentation import DOCUMENTATION_FIELDS, without_documentation
@@ -46,11 +48,18 @@ def load_run(run_dir: Path, spec_path: Path) -> SavedRun | None:
         raise SavedRunError(f"{run_dir / 'run.json'}: not a run record (it needs name, profile and spec)")
     if run["name"] != Path(spec_path).stem:
         raise SavedRunError(f"{run_dir / 'run.json'}: records a run of {run['name']!r}, not of {spec_path}")
+    recorded = run["spec"]
+    if not isinstance(recorded, dict) or recorded.get("name") != run["name"] or not isinstance(recorded.get("kind"), str):
+        raise SavedRunError(f"{run_dir / 'run.json'}: its `spec` is not the spec of {run['name']!r} (it needs the "
+                            f"spec's name and kind); rerun the spec to rewrite it")
     current_spec = load_spec(spec_path, run["profile"])
+    if recorded["kind"] != current_spec.kind:
+        raise SavedRunError(f"{run_dir / 'run.json'}: records a {recorded['kind']} run, but {spec_path} is a "
+                            f"{current_spec.kind} spec; rerun the spec")
     notes = []
     try:
-        spec = validate_spec(run["spec"])
-    except Exception:
+        spec = validate_spec(recorded)
+    except Exception:  # the spec model gained a required field or lost one since: the file's spec is the run's
         spec = current_spec
         notes.append("The run's recorded spec no longer validates; analysed with the current spec file.")
     # What the report says about the experiment is the spec file's as it is now (editing it reruns no model)
@@ -63,7 +72,11 @@ def load_run(run_dir: Path, spec_path: Path) -> SavedRun | None:
             notes.append("The spec file changed after this run; the tables describe the run as it was made.")
     curves_file = run_dir / "curves.csv"
     curves = read_saved(curves_file, read_csv_rows) if curves_file.is_file() else []
-    return SavedRun(run, read_saved(run_dir / "records.jsonl", read_jsonl), curves, spec, current_spec, notes)
+    records = read_saved(run_dir / "records.jsonl", read_jsonl)
+    if not records:
+        raise SavedRunError(f"{run_dir / 'records.jsonl'}: holds no records (an empty or cut file); rerun the spec "
+                            f"to rewrite it")
+    return SavedRun(run, records, curves, spec, current_spec, notes)
 
 
 class SavedRunError(RuntimeError):
@@ -85,26 +98,57 @@ def analyze_saved(saved: SavedRun) -> Analysis:
 
 def analyze_run(spec_path: Path, results_dir: Path, name: str | None = None) -> Analysis:
     """Write results/<name>/metrics.json and results/<name>/figures/ from the saved run of `spec_path`
-    (`name`: the spec's name, by default read from the spec file)."""
+    (`name`: the spec's name, by default read from the spec file). Under the run directory's lock, the new
+    analysis is built beside the run and swapped in with the run's own files in one rename: an interrupt leaves
+    the previous analysis or the new one, never metrics from one and figures from the other."""
     spec_path = Path(spec_path)
-    run_dir = Path(results_dir) / (name or load_spec(spec_path, "local").name)
-    saved = load_run(run_dir, spec_path)
-    if saved is None:
-        raise SpecError(f"no saved run in {run_dir}/ (run.json and records.jsonl); run `harness run {spec_path}` first",
-                        str(spec_path))
-    analysis = analyze_saved(saved)
-    figure_dir = run_dir / "figures"
-    stage = staging_dir(figure_dir)
-    try:
-        written = kinds.figure_maker(saved.spec.kind).figures(saved.spec, analysis, saved.records, saved.curves, stage)
-        # A manifest, so the folder exists in a git checkout even when a run has nothing to plot (git keeps no
-        # empty folders, and DVC would count the missing output as a change).
-        names = sorted(Path(p).name for p in written)
-        (stage / FIGURE_MANIFEST).write_text("".join(f"{n}\n" for n in names) or "(no figures for this run)\n",
-                                             encoding="utf-8")
-        replace_dir(stage, figure_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    write_json(run_dir / "metrics.json", analysis.metrics)
+    run_dir = real_dir(Path(results_dir) / (name or load_spec(spec_path, "local").name))
+    with exclusive(run_dir, "the run directory"):
+        restore_interrupted(run_dir)
+        saved = load_run(run_dir, spec_path)
+        if saved is None:
+            raise SpecError(f"no saved run in {run_dir}/ (run.json and records.jsonl); run `harness run {spec_path}` "
+                            f"first", str(spec_path))
+        analysis = analyze_saved(saved)
+        stage = staging_dir(run_dir)
+        try:
+            _carry_run_files(run_dir, stage)
+            (stage / "figures").mkdir()
+            written = kinds.figure_maker(saved.spec.kind).figures(saved.spec, analysis, saved.records, saved.curves,
+                                                                 stage / "figures")
+            # A manifest, so the folder exists in a git checkout even when a run has nothing to plot (git keeps no
+            # empty folders, and DVC would count the missing output as a change).
+            names = sorted(Path(p).name for p in written)
+            (stage / "figures" / FIGURE_MANIFEST).write_text(
+                "".join(f"{n}\n" for n in names) or "(no figures for this run)\n", encoding="utf-8")
+            write_json(stage / "metrics.json", analysis.metrics)
+            replace_dir(stage, run_dir)
+        except KeyboardInterrupt:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise Interrupted(f"interrupted during the analysis; {run_dir} is untouched (its run files, and any "
+                              f"metrics.json and figures/ it had)") from None
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
     return analysis
+
+
+ANALYSIS_OUTPUTS = ("metrics.json", "figures")
+
+
+def _carry_run_files(run_dir: Path, stage: Path) -> None:
+    """Everything in the run directory but the analysis outputs, into the staging folder: files as hard links
+    (same content, no copy), anything else copied; nothing the folder holds is lost by the swap."""
+    for entry in sorted(Path(run_dir).iterdir()):
+        if entry.name in ANALYSIS_OUTPUTS:
+            continue
+        target = stage / entry.name
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry), target)
+        elif entry.is_dir():
+            shutil.copytree(entry, target, symlinks=True)
+        else:
+            try:
+                os.link(entry, target)
+            except OSError:
+                shutil.copy2(entry, target)

@@ -31,7 +31,7 @@ def user_errors(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         from harness.data import DataError
-        from harness.fsutil import RunLocked
+        from harness.fsutil import Interrupted, RunLocked
         from harness.models import DeviceUnavailable, ModelFetchError, NonFiniteActivationError
         from harness.plan import PlanError
         from harness.analyze import SavedRunError
@@ -53,8 +53,10 @@ def user_errors(func):
         except OSError as exc:  # read-only folder, disk full, a file where a folder should be
             message = exc.strerror or str(exc)
             _fail(f"{exc.filename}: {message}" if exc.filename else message, 1)
+        except Interrupted as exc:  # the command says what it left in place
+            _fail(str(exc), 130)
         except KeyboardInterrupt:
-            _fail("interrupted; the previous complete result (if any) is untouched", 130)
+            _fail("interrupted; nothing was being written", 130)
 
     return wrapper
 
@@ -88,8 +90,14 @@ def list_specs(specs_dir: Path, results_dir: Path):
         run_file = results_dir / spec.name / "run.json"
         if run_file.is_file():
             run = read_saved(run_file, lambda p: json.loads(p.read_text(encoding="utf-8")))
-            if not isinstance(run, dict) or not {"profile", "started_utc", "wall_seconds"} <= set(run):
-                raise SavedRunError(f"{run_file}: not a run record (it needs profile, started_utc and wall_seconds)")
+            if not isinstance(run, dict) or not {"name", "profile", "started_utc", "wall_seconds"} <= set(run):
+                raise SavedRunError(f"{run_file}: not a run record (it needs name, profile, started_utc and "
+                                    f"wall_seconds)")
+            if run["name"] != spec.name:
+                raise SavedRunError(f"{run_file}: records a run of {run['name']!r}, not of {path}")
+            if not (results_dir / spec.name / "records.jsonl").is_file():
+                raise SavedRunError(f"{results_dir / spec.name}: run.json without records.jsonl (an incomplete run "
+                                    f"folder); rerun the spec")
             last = f"{run['profile']}, {run['started_utc'][:16].replace('T', ' ')}, {run['wall_seconds']:.0f}s"
         else:
             last = "—"
@@ -136,23 +144,39 @@ def validate(paths: tuple[Path, ...]):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a spec field, e.g. --set seed=3 --set prompts.0.text='Hello'. Repeatable.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@results_option
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE_DIR, envvar="HARNESS_CACHE_DIR",
-              show_default=True, help="Downloaded wheels, GGUF files and dequantised weights.")
+@click.option("--results-dir", type=click.Path(path_type=Path), default=None, envvar="HARNESS_RESULTS_DIR",
+              help="Write <results-dir>/<name>/ (default: results/ for the pipeline's own runs, else a run place "
+                   "under --runs-dir).")
+@click.option("--run-id", default=None, metavar="ID",
+              help="Name this run's place: <runs-dir>/<ID>/results/<name>/ (default for a run that is not the "
+                   "pipeline's: a UTC timestamp, the profile and a hash of the overrides).")
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), envvar="HARNESS_RUNS_DIR",
+              show_default=True, show_envvar=True, help="Where run places go.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=Path(os.environ.get("HARNESS_CACHE_DIR") or
+                                                                          DEFAULT_CACHE_DIR),
+              envvar="HARNESS_CACHE_DIR", show_default=True, show_envvar=True,
+              help="Downloaded wheels, GGUF files, dequantised weights and resumable training state.")
 @click.option("--data-mirror", type=click.Path(path_type=Path, file_okay=False), default=None, envvar="HARNESS_DATA_MIRROR",
+              show_envvar=True,
               help="Offline dataset folder laid out <mirror>/<name>/<split>.jsonl; without it datasets load from the hub.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--no-analyze", is_flag=True,
               help="Write only records.jsonl, run.json and curves.csv (what the DVC run stage does); "
                    "`harness analyze` adds metrics.json and figures/.")
 @user_errors
-def run(spec: Path, profile: str, overrides: tuple[str, ...], device: str, results_dir: Path, cache_dir: Path,
-        data_mirror: Path | None, quiet: bool, no_analyze: bool):
-    """Run one experiment spec into results/<name>/, then analyse it."""
+def run(spec: Path, profile: str, overrides: tuple[str, ...], device: str, results_dir: Path | None, run_id: str | None,
+        runs_dir: Path, cache_dir: Path, data_mirror: Path | None, quiet: bool, no_analyze: bool):
+    """Run one experiment spec, then analyse it. The pipeline's own runs (the profile params.yaml names, no --set)
+    write results/<name>/; any other run gets its own place, runs/<run id>/results/<name>/, and never
+    overwrites the committed results."""
     from harness.engine import RunSettings, run_spec
+    from harness.places import pipeline_profile, results_dir_for
 
     if data_mirror is not None and not data_mirror.is_dir():
         raise SpecError(f"data mirror folder {str(data_mirror)!r} does not exist")
+    if quiet:
+        _silence_library_progress()
+    results_dir, place = results_dir_for(profile, overrides, results_dir, run_id, pipeline_profile(), runs_dir)
     settings = RunSettings(profile=profile, results_dir=results_dir, cache_dir=cache_dir, data_mirror=data_mirror,
                            device=device, overrides=overrides, show_progress=not quiet)
     _refuse_what_cannot_fit(spec, profile, overrides, device)
@@ -160,10 +184,34 @@ def run(spec: Path, profile: str, overrides: tuple[str, ...], device: str, resul
     if int(os.environ.get("RANK", "0")) > 0:
         return  # under a multi-process launch only the main process reports and analyses what it wrote
     click.echo(f"\n{summary.name}: done in {summary.wall_seconds:.1f} s -> {summary.run_dir}/")
-    if no_analyze:
-        return
-    _analyze_and_show(spec, results_dir, summary.name)
-    click.echo("Run `harness report` to render every table and figure into reports/.")
+    if not no_analyze:
+        try:
+            _analyze_and_show(spec, results_dir, summary.name)
+        except KeyboardInterrupt:
+            from harness.fsutil import Interrupted
+
+            raise Interrupted(f"interrupted during the analysis; the new run is complete in {summary.run_dir}/ but "
+                              f"has no metrics.json or figures/ yet: run `harness analyze {spec}"
+                              f"{'' if place is None else f' --run {place}'}`") from None
+    if place is not None:
+        click.echo(f"This run is not the pipeline's own ({profile} profile"
+                   f"{', with --set overrides' if overrides else ''}), so it has its own place, {place}/; "
+                   f"`harness report --run {place}` renders it into {place}/reports/.")
+    elif not no_analyze:
+        click.echo("Run `harness report` to render every table and figure into reports/.")
+
+
+def _silence_library_progress() -> None:
+    """--quiet: the model libraries' own bars (GGUF dequantisation, weight loading) stay off too."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
 
 
 def _refuse_what_cannot_fit(spec_path: Path, profile: str, overrides: tuple[str, ...], device: str) -> None:
@@ -269,9 +317,13 @@ def _analyze_and_show(spec: Path, results_dir: Path, name: str | None = None) ->
 @main.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @results_option
+@click.option("--run", "run_place", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="A run place (runs/<run id>): analyse the runs in its results/ folder.")
 @user_errors
-def analyze(specs: tuple[Path, ...], results_dir: Path):
+def analyze(specs: tuple[Path, ...], results_dir: Path, run_place: Path | None):
     """Recompute metrics.json and figures/ of saved runs from their records (no models)."""
+    if run_place is not None:
+        results_dir = run_place / "results"
     for spec in specs:
         _analyze_and_show(spec, results_dir)
         click.echo(f"analysed {results_dir / spec.stem}/")
@@ -296,18 +348,33 @@ def pipeline(write: bool, params_file: Path):
 @main.command()
 @specs_option
 @results_option
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("reports"), show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="The reports folder to (re)write: reports/ by default, <run>/reports with --run. An existing folder "
+                   "is replaced only if this command made it.")
+@click.option("--run", "run_place", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="A run place (runs/<run id>): render the runs in its results/ folder, and only those.")
 @user_errors
-def report(specs_dir: Path, results_dir: Path, out_dir: Path):
+def report(specs_dir: Path, results_dir: Path, out_dir: Path | None, run_place: Path | None):
     """Render reports/*.md and reports/*.tex from every spec and its latest result."""
     from harness.pipeline import untracked_spec_fields
-    from harness.report.render import ReportInputsError, build_reports, spec_files
+    from harness.places import pipeline_profile
+    from harness.report.render import OutFolderRefused, ReportInputsError, build_reports, spec_files
 
     untracked = untracked_spec_fields()
     if untracked:
         _fail(untracked[0] + (f" (and {len(untracked) - 1} more)" if len(untracked) > 1 else ""), 2)
+    only_run = False
+    if run_place is not None:
+        if not (run_place / "results").is_dir():
+            _fail(f"{run_place} is not a run place (it has no results/ folder)", 2)
+        results_dir, only_run = run_place / "results", True
+        out_dir = out_dir or run_place / "reports"
+    out_dir = out_dir or Path("reports")
     try:
-        written = build_reports(spec_files([specs_dir]), results_dir, out_dir)
+        written = build_reports(spec_files([specs_dir]), results_dir, out_dir, profile=None if only_run else
+                                pipeline_profile(), only_run=only_run)
+    except OutFolderRefused as exc:
+        _fail(str(exc), 2)
     except ReportInputsError as exc:
         for problem in exc.problems:
             click.echo(f"error: {problem}", err=True)

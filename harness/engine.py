@@ -32,8 +32,8 @@ import torch
 from harness import kinds
 from harness.codegraph import code_digest, run_roots
 from harness.context import Processes, RunContext
-from harness.fsutil import (DEFAULT_CACHE_DIR, atomic_write_text, check_writable, exclusive, replace_dir,
-                            restore_interrupted, staging_dir, write_json, write_jsonl)
+from harness.fsutil import (DEFAULT_CACHE_DIR, Interrupted, atomic_write_text, check_writable, exclusive, real_dir,
+                            replace_dir, restore_interrupted, staging_dir, write_json, write_jsonl)
 from harness.models import ModelProvider, resolve_device
 from registry import load_spec_all_profiles
 from registry.catalog import dataset_entry, model_entry
@@ -183,7 +183,7 @@ def run_spec(spec_path: Path, settings: RunSettings) -> RunSummary:
         raise exc.located(str(spec_path)) from None
     executor = kinds.executor(spec.kind)
     processes = Processes.current(settings.device)
-    final_dir = Path(settings.results_dir) / spec.name
+    final_dir = real_dir(Path(settings.results_dir) / spec.name)
     if not getattr(executor, "DISTRIBUTED", False):
         if not processes.is_main:
             return RunSummary(spec.name, final_dir, 0.0)  # the main process runs this kind alone
@@ -198,7 +198,15 @@ def run_spec(spec_path: Path, settings: RunSettings) -> RunSummary:
     with exclusive(final_dir, "the run directory"), exclusive(state_dir, "the training state folder"):
         restore_interrupted(final_dir)
         processes.wait()
-        return _run_locked(spec_path, spec, settings, executor, device, final_dir, state_dir, state_digest, processes)
+        try:
+            return _run_locked(spec_path, spec, settings, executor, device, final_dir, state_dir, state_digest,
+                               processes)
+        except KeyboardInterrupt as exc:  # the swap defers interrupts, so the folder is wholly old or wholly new
+            if isinstance(exc, Interrupted):
+                raise
+            held = "its previous complete run" if (final_dir / "run.json").is_file() else "no run, as before"
+            raise Interrupted(f"interrupted before the run finished; {final_dir} is untouched and holds {held} "
+                              f"(trained state that was checkpointed resumes on the next run)") from None
 
 
 # Free space a run checks for before it loads a model: results are small text files; the cache may

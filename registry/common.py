@@ -11,7 +11,7 @@ from registry.base import NAME_PATTERN, DType, Profile, StrictModel, suggest
 from registry.catalog import dataset_catalog, model_catalog
 
 __all__ = ["NAME_PATTERN", "DType", "Profile", "StrictModel", "suggest", "ModelName", "ModelList", "DatasetName",
-           "SourceRef", "ExpectedValue", "SpecBase"]
+           "SourceRef", "ExpectedValue", "ClaimRef", "SpecBase"]
 
 
 def _known_model(name: str) -> str:
@@ -64,6 +64,25 @@ class ExpectedValue(StrictModel):
     profile: Profile = Field("paper", description="Profile whose models match the report's")
 
 
+class ClaimRef(StrictModel):
+    """A claim a report makes about this experiment, to be tested: which one (an id the spec's kind knows how to
+    test), where the report makes it, its words and its own numbers. The claims engine (harness/claims.py) decides
+    the verdict from the run and applies the same rule to these numbers."""
+
+    id: str = Field(pattern=r"^[a-z0-9_]+$", description="A claim id of this spec's kind")
+    section: str = Field(description="Report section the claim comes from")
+    statement: str = Field("", description="The report's words (default: the kind's wording for the id)")
+    reported: dict[str, Union[float, str]] = Field(default_factory=dict, description=(
+        "The report's own numbers for the claim, as the kind names them (n, each compared method's rate, d, p, "
+        "wins, r, ...): the engine applies its rule to them"))
+    margin: float | None = Field(None, gt=0, description=(
+        "Claims of no effect or of a constant: the equivalence margin, in the claim's statistic (this project's "
+        "choice; the report gives none)"))
+    threshold: float | None = Field(None, description=(
+        "Claims of a level (a rate above or below a value): the threshold, when this project had to choose one"))
+    note: str = ""
+
+
 class SpecBase(StrictModel):
     """Fields every experiment spec carries."""
 
@@ -74,6 +93,9 @@ class SpecBase(StrictModel):
     seed: int = Field(0, ge=0, description="Seed for every random choice of the run")
     tags: list[str] = Field(default_factory=list)
     expected: list[ExpectedValue] = Field(default_factory=list)
+    claims: list[ClaimRef] = Field(default_factory=list, description=(
+        "The report's claims about this experiment, each tested by the claims engine (documentation: editing it "
+        "reruns the analysis, not the run)"))
     profiles: dict[Profile, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per-profile overrides, deep-merged over this spec when it runs under that profile",

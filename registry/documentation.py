@@ -7,7 +7,7 @@ registry/common.py on purpose: every run stage depends on that file.)
 
 from __future__ import annotations
 
-DOCUMENTATION_FIELDS: tuple[str, ...] = ("description", "source", "tags", "expected")
+DOCUMENTATION_FIELDS: tuple[str, ...] = ("description", "source", "tags", "expected", "claims")
 
 
 def without_documentation(spec_fields: dict) -> dict:

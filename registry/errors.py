@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 
+MAX_MESSAGE = 600  # characters of one error line; a longer message (a huge bad value) is cut
+
+
+def short(value, limit: int = 120) -> str:
+    """repr(value), cut to `limit` characters: error lines name a bad value, never repeat a huge one."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 class SpecError(Exception):
     """A problem with a spec file, a catalog entry or a command-line override.
 
@@ -17,7 +26,8 @@ class SpecError(Exception):
 
     def __str__(self) -> str:
         parts = [p for p in (self.where, self.field) if p]
-        return ": ".join([*parts, self.message])
+        line = ": ".join([*parts, self.message]).replace("\n", " ")
+        return line if len(line) <= MAX_MESSAGE else f"{line[:MAX_MESSAGE]}... (cut; {len(line):,} characters)"
 
     def located(self, where: str) -> "SpecError":
         """The same error, attributed to ``where`` unless it already names a place."""
@@ -74,5 +84,5 @@ def _describe(err: dict) -> str:
         msg = msg[len("Value error, "):]
     inp = err.get("input")
     if kind not in ("value_error", "assertion_error") and not isinstance(inp, (dict, list)):
-        msg = f"{msg} (got {inp!r})"
+        msg = f"{msg} (got {short(inp)})"
     return msg

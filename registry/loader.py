@@ -1,7 +1,7 @@
 """YAML -> validated spec.
 
-Resolution order: the file's `extends:` chain (deep merge, child wins; `name` and `expected`
-are never inherited), then the spec's own `profiles.<profile>` overlay for the profile it will
+Resolution order: the file's `extends:` chain (deep merge, child wins; `name`, `expected` and
+`claims` are never inherited), then the spec's own `profiles.<profile>` overlay for the profile it will
 run under, then command-line `--set a.b=c` overrides, which win over everything (they are also
 applied before the overlay, so `--set profiles.local.x=y` edits an overlay). Every problem
 surfaces as one SpecError line naming the file and field.
@@ -19,15 +19,18 @@ from pydantic import ValidationError
 from registry.base import PROFILES
 from registry.errors import SpecError, format_validation_error
 from registry.kinds import validate_spec
-from registry.yaml_io import parse_yaml
+from registry.yaml_io import MAX_YAML_BYTES, parse_yaml
 
-NOT_INHERITED = ("name", "expected")
+NOT_INHERITED = ("name", "expected", "claims")
 
 
 def read_yaml_mapping(path: Path) -> dict:
     where = str(path)
     if not path.is_file():
         raise SpecError("file not found", where)
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise SpecError(f"{size:,} bytes: spec files are limited to {MAX_YAML_BYTES:,}", where)
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -102,7 +105,7 @@ def apply_overrides(data: dict, assignments: Iterable[str]) -> dict:
     """Apply `a.b=c` assignments; values are parsed as YAML (numbers, lists, booleans)."""
     data = copy.deepcopy(data)
     for assignment in assignments:
-        where = f"--set {assignment}"
+        where = f"--set {assignment if len(assignment) <= 80 else assignment[:60] + '...'}"
         key, sep, raw_value = assignment.partition("=")
         if not sep or not key.strip():
             raise SpecError("expected KEY=VALUE, e.g. --set seed=3 or --set train.steps=100", where)

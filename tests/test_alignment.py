@@ -235,7 +235,7 @@ def test_the_adapter_spec_trains_evaluates_every_epoch_and_lowers_the_validation
         series = [float(r["val_loss"]) for r in epochs if r["adapter"] == "adapter0" and r["direction"] == direction]
         assert min(series[1:]) < series[0]  # training lowers the held-out loss
         assert f"adapter0.{direction}.best_val_loss" in metrics
-    assert run["state"]["trained"]["adapter0.smollm2_135m_instruct_to_gemma3_270m"]["status"] == "trained"
+    assert run["state"]["trained"]["adapter0.smollm2_135m_instruct_to_gemma3_270m.seed0"]["status"] == "trained"
 
 
 def test_calibration_pairs_are_capped_per_text_by_a_seeded_choice(tiny_llama):

@@ -241,7 +241,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, ti
         _run(tmp_path / "results", tmp_path / "cache")
     assert not (tmp_path / "results" / "sst2_8tok").exists(), "nothing half-written"
     checkpoints = list((tmp_path / "cache" / "state").glob("sst2_8tok-*/bridge.seed*.pt"))
-    assert len(checkpoints) == 1 and torch.load(checkpoints[0], weights_only=False)["step"] == 4
+    assert len(checkpoints) == 1 and torch.load(checkpoints[0], weights_only=True)["step"] == 4
     monkeypatch.setattr(executor, "batch_diversity_loss", original)
     resumed = _run(tmp_path / "results", tmp_path / "cache")
     assert (resumed / "metrics.json").read_text() == (tiny_sst2 / "metrics.json").read_text()

@@ -86,7 +86,7 @@ def test_training_says_whether_it_trained_resumed_or_reused_the_cached_state(tmp
     again, module_again = _tiny_training(tmp_path)
     assert again.status["status"] == "reused" and again.status["from_step"] == 6
     assert torch.equal(module.weight, module_again.weight)
-    state = torch.load(tmp_path / "m.pt", weights_only=False)
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
     state["step"], state["log"] = 2, state["log"][:2]
     torch.save(state, tmp_path / "m.pt")
     resumed, _ = _tiny_training(tmp_path)
@@ -198,7 +198,8 @@ def test_corrupt_saved_runs_are_named_by_report_and_list(tmp_path):
     results = tmp_path / "results"
     for name, files in {"residual_gain_local": {"run.json": "{not json", "records.jsonl": ""},
                         "sst2_8tok": {"run.json": json.dumps({"name": "sst2_8tok", "profile": "local",
-                                                              "spec": {}}), "records.jsonl": "{broken\n"}}.items():
+                                                              "spec": {"name": "sst2_8tok", "kind": "bridge"}}),
+                                      "records.jsonl": "{broken\n"}}.items():
         (results / name).mkdir(parents=True)
         for file, text in files.items():
             (results / name / file).write_text(text)

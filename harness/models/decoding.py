@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from harness.models.lm import backbone, embed, lm_logits, warn_if_beyond_context
+from harness.models.lm import backbone, embed, lm_logits, output_cache, warn_if_beyond_context, with_cache
 from harness.models.loading import LoadedModel
 
 
@@ -128,9 +128,9 @@ def encode_prefix(lm: LoadedModel, embeds: torch.Tensor) -> Prefix:
     positions = torch.arange(embeds.shape[1])[None]
     masks = causal_masks(lm, torch.ones(1, embeds.shape[1], dtype=torch.bool), positions, positions)
     with torch.no_grad():
-        out = backbone(lm)(inputs_embeds=embeds, attention_mask=masks, use_cache=True, past_key_values=GrowingCache(),
+        out = backbone(lm)(inputs_embeds=embeds, attention_mask=masks, use_cache=True, **with_cache(GrowingCache()),
                            position_ids=positions.to(lm.device))
-    return Prefix(out.past_key_values, embeds.shape[1])
+    return Prefix(output_cache(out), embeds.shape[1])
 
 
 def left_pad(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,16 +168,16 @@ def encode(lm: LoadedModel, seqs: list[torch.Tensor], prefix: Prefix | None = No
     masks = causal_masks(lm, full_mask, key_positions, positions)
     with torch.no_grad():
         out = backbone(lm)(inputs_embeds=embeds, attention_mask=masks, position_ids=positions.to(lm.device),
-                           past_key_values=prefix.expand(batch) if prefix else GrowingCache(), use_cache=True)
+                           **with_cache(prefix.expand(batch) if prefix else GrowingCache()), use_cache=True)
     last = lm_logits(lm, out.last_hidden_state[:, -1])
-    return Encoded(out.past_key_values, full_mask, positions[:, -1] + 1, last, key_positions)
+    return Encoded(output_cache(out), full_mask, positions[:, -1] + 1, last, key_positions)
 
 
 def _step(lm: LoadedModel, cache, masks, positions: torch.Tensor, ids: torch.Tensor):
     """Feed (B, n) token ids after a cache under prepared masks; returns final hidden states (B, n, d)."""
     with torch.no_grad():
         out = backbone(lm)(inputs_embeds=embed(lm, ids), attention_mask=masks, position_ids=positions.to(lm.device),
-                           past_key_values=cache, use_cache=True)
+                           **with_cache(cache), use_cache=True)
     return out.last_hidden_state
 
 

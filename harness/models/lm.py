@@ -14,6 +14,29 @@ from torch import nn
 from harness.models.loading import LoadedModel
 
 
+def _cache_argument() -> str:
+    """transformers 5.x renamed the models' `past_key_values` argument (and output field) to `cache`; the old name
+    still works with a warning until 5.40. Use whichever this installation's models declare."""
+    from dataclasses import fields
+
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    return "cache" if "cache" in {f.name for f in fields(BaseModelOutputWithPast)} else "past_key_values"
+
+
+CACHE_ARGUMENT = _cache_argument()
+
+
+def with_cache(cache) -> dict:
+    """The keyword that hands a KV cache to a model's forward pass."""
+    return {CACHE_ARGUMENT: cache}
+
+
+def output_cache(out):
+    """The KV cache a forward pass returned."""
+    return getattr(out, CACHE_ARGUMENT)
+
+
 def backbone(lm: LoadedModel) -> nn.Module:
     """The decoder stack without the LM head (returns final-norm hidden states)."""
     model = lm.model

@@ -8,6 +8,7 @@ reached only through the registry in harness/kinds/__init__.py.
 from __future__ import annotations
 
 import math
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +39,15 @@ def tex_escape(text) -> str:
     return "".join(out)
 
 
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # what could open an HTML tag or comment; "p < 0.05" stays as written
+_SCHEMES = re.compile(r"\b(javascript|vbscript|data|file):", re.IGNORECASE)
+
+
 def md_escape(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Text from specs and records as inert Markdown: no raw HTML (`<script>`), no link syntax, no script or file
+    URLs, one table cell per line."""
+    text = _TAG_START.sub("&lt;", str(text).replace("|", "\\|").replace("\n", " ").replace("](", "]\\("))
+    return _SCHEMES.sub(lambda m: m.group(1) + "&#58;", text)
 
 
 # What a pipeline stage writes: a run that regenerates them (dvc removes a stage's outputs first) is not
@@ -153,17 +161,44 @@ def _collect_one(path: Path, results_dir: Path) -> SpecReport:
     return report
 
 
-def build_reports(spec_paths: list[Path], results_dir: Path, out_dir: Path) -> list[Path]:
-    """Render every spec's page and the index into `out_dir`, replacing it atomically."""
-    reports = collect(sorted(spec_paths), results_dir)
-    env = _environment()
+# A reports folder this command made holds this file; any other existing folder (or a file) is never replaced.
+REPORTS_MARKER = ".harness-reports"
+
+
+class OutFolderRefused(ValueError):
+    """The --out target exists and is not a reports folder `harness report` made."""
+
+
+def check_out_dir(out_dir: Path) -> None:
     out_dir = Path(out_dir)
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise OutFolderRefused(f"{out_dir} exists and is not a folder; name a new folder or a reports folder this "
+                               f"command made")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / REPORTS_MARKER).is_file():
+        raise OutFolderRefused(f"{out_dir} holds files this command did not make (no {REPORTS_MARKER} marker); "
+                               f"it is left alone: name a new or empty folder")
+
+
+def build_reports(spec_paths: list[Path], results_dir: Path, out_dir: Path, profile: str | None = None,
+                  only_run: bool = False) -> list[Path]:
+    """Render every spec's page and the index into `out_dir`, replacing it atomically. Cross-spec pages take runs
+    of one profile (`profile`, or the most common among the runs), so they never mix scales; with `only_run`,
+    only the specs that have a run in `results_dir` get pages (a run place)."""
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir)
+    if only_run:
+        spec_paths = [p for p in spec_paths if (Path(results_dir) / Path(p).stem / "run.json").is_file()]
+    reports = collect(sorted(spec_paths), results_dir)
+    profiles = [r.run["profile"] for r in reports if r.run]
+    profile = profile or (max(sorted(set(profiles)), key=profiles.count) if profiles else None)
+    env = _environment()
     with exclusive(out_dir, "the reports folder"):
         restore_interrupted(out_dir)
-        return _render(reports, env, results_dir, out_dir)
+        check_out_dir(out_dir)
+        return _render(reports, env, results_dir, out_dir, profile)
 
 
-def _render(reports: list[SpecReport], env, results_dir: Path, out_dir: Path) -> list[Path]:
+def _render(reports: list[SpecReport], env, results_dir: Path, out_dir: Path, profile: str | None) -> list[Path]:
     stage = staging_dir(out_dir)
     try:
         written = []
@@ -182,7 +217,8 @@ def _render(reports: list[SpecReport], env, results_dir: Path, out_dir: Path) ->
             summarizer = kinds.summarizer(kind)
             if summarizer is None:
                 continue
-            entries = [r for r in reports if r.spec.kind == kind]
+            # a run of another profile than the page's is shown on its own page, never mixed into a cross-spec one
+            entries = [r for r in reports if r.spec.kind == kind and (r.run is None or r.run["profile"] == profile)]
             name = f"{kind}_summary"
             pages = [(name, f"{kind}: across specs", *summarizer.summary(entries, stage / "figures" / name))]
             if hasattr(summarizer, "pages"):  # optional: further cross-spec pages (name, title, tables, notes, figures)
@@ -195,8 +231,12 @@ def _render(reports: list[SpecReport], env, results_dir: Path, out_dir: Path) ->
                                                                          notes=notes, figures=figures)
                     (stage / f"{name}.{ext}").write_text(text, encoding="utf-8")
                     written.append(out_dir / f"{name}.{ext}")
-        (stage / "README.md").write_text(env.get_template("index.md.j2").render(reports=reports, summaries=summaries),
+        others = [r.name for r in reports if r.run and r.run["profile"] != profile]
+        (stage / "README.md").write_text(env.get_template("index.md.j2").render(reports=reports, summaries=summaries,
+                                                                                profile=profile, others=others),
                                          encoding="utf-8")
+        (stage / REPORTS_MARKER).write_text("Made by `harness report`; it replaces this folder as a whole.\n",
+                                            encoding="utf-8")
         written.append(out_dir / "README.md")
         replace_dir(stage, out_dir)
     except BaseException:

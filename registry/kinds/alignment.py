@@ -106,15 +106,32 @@ class Adapter(StrictModel):
 
 
 class Quality(StrictModel):
-    """How a generation is placed on the report's qualitative scale, from automatic scores (stated on the
-    page). A generation whose repetition rate (share of its tokens that repeat an earlier token bigram) is
-    at least `loop_repetition` is a token loop; otherwise its level follows r = its perplexity under the
-    target reading the prompt natively / the geometric mean of the same for the target's own greedy
-    continuations: r <= thresholds[0] fluent, <= [1] partial sentences, <= [2] some coherent phrases,
-    <= [3] fragments, else garbage."""
+    """How a generation is placed on the report's qualitative scale, from automatic scores (this project's
+    scale, stated on the page). Two readings, and the level is the worse of them, so a repetitive output is
+    never fluent however low its perplexity:
+    - perplexity: r = its perplexity under the target reading the prompt natively / the geometric mean of the
+      same for the target's own greedy continuations: r <= thresholds[0] fluent, <= [1] partial sentences,
+      <= [2] some coherent phrases, <= [3] fragments, else garbage;
+    - repetition (the share of its tokens that repeat an earlier token bigram): at least `loop_repetition` is
+      a token loop; otherwise above repetition_thresholds[0] it is at best partial sentences, above [1] at
+      best some coherent phrases, above [2] at best fragments."""
 
     loop_repetition: float = Field(0.5, gt=0, le=1)
     thresholds: list[float] = Field(default_factory=lambda: [2.0, 8.0, 32.0, 128.0], min_length=4, max_length=4)
+    repetition_thresholds: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.35], min_length=3, max_length=3)
+
+    @field_validator("repetition_thresholds")
+    @classmethod
+    def _rising_repetition(cls, value):
+        if any(b <= a for a, b in zip(value, value[1:])) or value[0] < 0:
+            raise ValueError("repetition_thresholds must increase from a non-negative start")
+        return value
+
+    @model_validator(mode="after")
+    def _below_the_loop(self):
+        if self.repetition_thresholds[-1] >= self.loop_repetition:
+            raise ValueError("repetition_thresholds must stay below loop_repetition")
+        return self
 
     @field_validator("thresholds")
     @classmethod
@@ -147,6 +164,19 @@ class AlignmentSpec(SpecBase):
     quality: Quality = Field(default_factory=Quality)
     add_bos: bool = Field(True, description="Start prompts and texts with each tokenizer's BOS where it uses one")
     dtype: DType | None = Field(None, description="Override the catalog dtype of both models")
+    training_seeds: list[int] = Field(default_factory=list, description=(
+        "Seeds the adapters are trained with (initialisation and batch order), each trained and evaluated once; "
+        "empty = the spec's `seed` only. The calibration split, maps and injections use `seed` and run once."))
+
+    @field_validator("training_seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+            raise ValueError(f"training_seeds must be distinct non-negative integers, got {seeds}")
+        return seeds
+
+    def adapter_seeds(self) -> list[int]:
+        return list(self.training_seeds) or [self.seed]
 
     @field_validator("layers")
     @classmethod

@@ -74,6 +74,9 @@ class TaskSpec(StrictModel):
     eval_split: str = "test"
     train_items: int | None = Field(None, ge=1, le=1_000_000, description="Training pool size (default: steps x batch, capped by the split)")
     eval_items: int = Field(200, ge=1, le=100_000, description="Evaluation items (a seeded sample; the same items for every method)")
+    dev_items: int = Field(64, ge=1, le=100_000, description=(
+        "Development items carved from the training pool after the training items (never trained on, never "
+        "evaluated): quick evaluation during training and selection runs read these, never the evaluation items"))
     label_column: str | None = Field(None, description="Label column; must be the catalog's label column for the dataset")
     input_template: str = Field("{text}", description="Builds the task input from an item's fields (text, question, choices, ...)")
     sender_template: str = Field("{input}", description="What the sender reads; its hidden states feed the bridge")
@@ -337,7 +340,8 @@ class TrainingSpec(StrictModel):
         "Log per step the output scale, the batch similarity of the soft tokens, the variance of the resampler's "
         "(or FSQ's) output and the quantizer's code statistics (the curves of seed 002's lineage)"))
     quick_eval_every: int = Field(100, ge=1, description="Steps between quick evaluations (scored accuracy)")
-    quick_eval_items: int = Field(32, ge=1, le=100_000)
+    quick_eval_items: int = Field(32, ge=1, le=100_000, description=(
+        "Development items each quick evaluation scores (the first of task.dev_items; never evaluation items)"))
     checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints (an interrupted run resumes)")
     seeds: list[int] = Field(default_factory=list, description=(
         "Training seeds of the seeded methods (bridge, noise soft tokens, prompt tuning), each trained and "
@@ -353,9 +357,38 @@ class TrainingSpec(StrictModel):
 
 
 class PromptTuningSpec(StrictModel):
-    steps: int = Field(200, ge=1, le=10_000_000)
+    steps: int | None = Field(None, ge=1, le=10_000_000, description=(
+        "Training steps; default: the bridge's `training.steps` at its batch size, so the two trained methods get "
+        "equal budgets (a claim comparing them is not testable when the budgets differ)"))
     lr: float = Field(3e-3, gt=0)
     soft_tokens: int | None = Field(None, ge=1, le=4096, description="Default: the bridge's soft-token count")
+
+
+class SelectionSpec(StrictModel):
+    """A selection run: settings chosen by measurement on the development split, never on evaluation items.
+
+    Every (sender layer, learning rate) pair trains one bridge with the spec's first training seed and is scored
+    on the `task.dev_items` development items; each prompt-tuning learning rate is tried the same way. The
+    analysis names the best of each (ties go to the earlier grid entry); the specs that use the choice say so."""
+
+    sender_layers: list[int] = Field(min_length=1, max_length=64)
+    lrs: list[float] = Field(min_length=1, max_length=64)
+    prompt_tuning_lrs: list[float] = Field(default_factory=list, max_length=64)
+    scoring: Literal["scored", "generation"] = Field("scored", description="Which accuracy on the development items decides")
+
+    @field_validator("lrs", "prompt_tuning_lrs")
+    @classmethod
+    def _positive(cls, values: list[float]) -> list[float]:
+        if any(v <= 0 for v in values) or len(set(values)) != len(values):
+            raise ValueError(f"learning rates must be distinct and positive, got {values}")
+        return values
+
+    @field_validator("sender_layers")
+    @classmethod
+    def _distinct_layers(cls, values: list[int]) -> list[int]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"sender_layers must not repeat, got {values}")
+        return values
 
 
 class EvaluationSpec(StrictModel):
@@ -382,6 +415,19 @@ class BridgeSpec(SpecBase):
     bridge: BridgeArchSpec
     training: TrainingSpec
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    selection: SelectionSpec | None = Field(None, description=(
+        "Make this a selection run on the development split instead of an evaluation (see SelectionSpec)"))
+
+    @model_validator(mode="after")
+    def _quick_eval_reads_development_items(self):
+        if self.training.quick_eval_items > self.task.dev_items:
+            raise ValueError(f"training.quick_eval_items ({self.training.quick_eval_items}) exceeds task.dev_items "
+                             f"({self.task.dev_items}): quick evaluation reads development items only")
+        return self
+
+    def prompt_tuning_steps(self) -> int:
+        """Prompt tuning's steps: its own when set, else the bridge's (equal budgets)."""
+        return self.evaluation.prompt_tuning.steps or self.training.steps
 
     @model_validator(mode="after")
     def _fits_the_models(self, info: ValidationInfo):
@@ -392,9 +438,13 @@ class BridgeSpec(SpecBase):
         if profile not in sender.sources or profile not in receiver.sources:
             return self  # not runnable under this profile; `harness run` says so
         n_layers, sender_width = sender.sources[profile].dims()
-        if not -n_layers <= self.bridge.sender_layer < n_layers:
-            raise ValueError(f"bridge.sender_layer {self.bridge.sender_layer} is out of range for {self.sender} "
-                             f"({n_layers} layers under the {profile} profile; valid: {-n_layers}..{n_layers - 1})")
+        layers = [("bridge.sender_layer", self.bridge.sender_layer)]
+        if self.selection is not None:
+            layers += [("selection.sender_layers", layer) for layer in self.selection.sender_layers]
+        for field, layer in layers:
+            if not -n_layers <= layer < n_layers:
+                raise ValueError(f"{field} {layer} is out of range for {self.sender} ({n_layers} layers under the "
+                                 f"{profile} profile; valid: {-n_layers}..{n_layers - 1})")
         receiver_width = receiver.sources[profile].dims()[1]
         for role, declared, actual, name in (("sender", self.bridge.sender_hidden_size, sender_width, self.sender),
                                              ("receiver", self.bridge.receiver_hidden_size, receiver_width, self.receiver)):

@@ -80,6 +80,16 @@ class Pretrain(StrictModel):
     seq_len: int = Field(128, ge=8, le=8192)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(20, ge=0)
+    seeds: list[int] = Field(default_factory=list, max_length=100, description=(
+        "Training seeds (batch order): one trained model per seed, each measured from every prompt and seed; "
+        "empty = the spec's `seed` only"))
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+            raise ValueError(f"pretrain.seeds must be distinct non-negative integers, got {seeds}")
+        return seeds
 
 
 class Analysis(StrictModel):

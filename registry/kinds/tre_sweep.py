@@ -12,8 +12,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, StrictFloat, StrictInt, ValidationError, ValidationInfo, field_validator, model_validator
 
-from registry.errors import SpecError, format_validation_error
-from registry.yaml_io import parse_yaml
+from registry.errors import SpecError, format_validation_error, short
+from registry.yaml_io import MAX_YAML_BYTES, parse_yaml
 from registry.common import NAME_PATTERN, DType, ModelList, SpecBase, StrictModel, suggest
 
 REPORT_CATEGORIES = ("creative", "metacognitive", "technical", "self_awareness", "analytical",
@@ -36,12 +36,25 @@ class PromptFile(StrictModel):
     prompts: list[CategorisedPrompt] = Field(min_length=1)
 
 
+def prompt_file_path(spec_dir: Path, name: str) -> Path:
+    """`name` resolved against the spec's folder; like `extends:`, it must stay inside that folder."""
+    path = Path(spec_dir) / name
+    if Path(name).is_absolute() or not path.resolve().is_relative_to(Path(spec_dir).resolve()):
+        raise ValueError(f"{short(name)} is outside the spec's folder {spec_dir}; name a prompts file in that folder "
+                         f"or below it (a relative path such as prompts/tre_prompts.yaml)")
+    return path
+
+
 def read_prompt_file(path: Path) -> list[CategorisedPrompt]:
-    """Prompts from a YAML file; any problem is one ValueError line naming the file."""
+    """Prompts from a YAML file; any problem is one ValueError line naming the file (never its contents)."""
     if not path.is_file():
         raise ValueError(f"file not found: {path}")
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size:,} bytes; prompt files are limited to {MAX_YAML_BYTES:,}")
     try:
         raw = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
     except SpecError as exc:
         raise ValueError(str(exc)) from None
     try:
@@ -301,7 +314,7 @@ class TRESweepSpec(SpecBase):
         spec_dir = (info.context or {}).get("spec_dir")
         if spec_dir is None:  # a recorded spec (run.json) carries its prompts
             return value
-        prompts = read_prompt_file(Path(spec_dir) / value)
+        prompts = read_prompt_file(prompt_file_path(spec_dir, value))
         if "categories" in info.data:
             check_categories(prompts, info.data["categories"], info.data.get("prompts_per_category"), value)
         return value
@@ -312,7 +325,7 @@ class TRESweepSpec(SpecBase):
         if spec_dir is not None:
             if self.prompts:
                 raise ValueError("prompts: filled in from prompts_file; do not write it in a spec")
-            self.prompts = read_prompt_file(Path(spec_dir) / self.prompts_file)
+            self.prompts = read_prompt_file(prompt_file_path(spec_dir, self.prompts_file))
         elif not self.prompts:
             raise ValueError("prompts: missing (a spec read from a file fills them in from prompts_file)")
         else:

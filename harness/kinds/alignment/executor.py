@@ -23,14 +23,14 @@ from registry.errors import SpecError
 from registry.kinds.alignment import AlignmentSpec, resolve_layer
 
 
-def calibration_texts(spec: AlignmentSpec, ctx: RunContext) -> tuple[list[str], set[int]]:
-    """The calibration texts (cut to max_chars) and the indices of the held-out ones."""
+def calibration_texts(spec: AlignmentSpec, ctx: RunContext) -> tuple[list[str], set[int], list[str]]:
+    """The calibration texts (cut to max_chars), the indices of the held-out ones and every text's item id."""
     cal = spec.calibration
     items = ctx.items(cal.dataset, cal.split, limit=cal.texts)
     texts = [item[cal.text_field][: cal.max_chars] for item in items]
     order = list(range(len(texts)))
     random.Random(f"{spec.seed}:heldout").shuffle(order)
-    return texts, set(order[: max(1, round(cal.heldout_fraction * len(texts)))])
+    return texts, set(order[: max(1, round(cal.heldout_fraction * len(texts)))]), [item["id"] for item in items]
 
 
 def unaligned(spec: AlignmentSpec, d_in: int, d_out: int) -> M.StateMap:
@@ -88,7 +88,11 @@ def run(spec: AlignmentSpec, ctx: RunContext) -> RunOutput:
                                 "map": "baseline", "layer_fraction": None, "source_layer": None, "target_layer": None,
                                 "prompt_index": i, "prompt": prompt, **scored})
 
-    texts, heldout = calibration_texts(spec, ctx)
+    texts, heldout, text_ids = calibration_texts(spec, ctx)
+    # which dataset rows calibrate the maps and which are held out (a seeded draw), so any statistic can be redone
+    records.append({"record": "calibration", "dataset": spec.calibration.dataset, "split": spec.calibration.split,
+                    "fit_ids": [i for n, i in enumerate(text_ids) if n not in heldout],
+                    "heldout_ids": [i for n, i in enumerate(text_ids) if n in heldout]})
     a_name, b_name = spec.source_model, spec.target_model
     a, b = lms[a_name], lms[b_name]
     fractions = set(spec.layers) | {f for adapter in spec.adapters for f in adapter.layers}
@@ -162,11 +166,12 @@ def train_adapters(spec: AlignmentSpec, ctx: RunContext, lms: dict, states: dict
             starts = {a: fit_map(spec, "procrustes", fit[0][a], fit[1][b], f"{name}: {src_name} layer {a} -> {tgt_name} "
                                  f"layer {b}") for a, b in zip(ls, lt)}
             held = ({l: states[src_name][l][is_held] for l in ls}, {l: states[tgt_name][l][is_held] for l in lt})
-            with ctx.phase(f"{name}.training"):
-                rows = train(name, config, src, tgt, starts, held, train_items, val_items, prompt_states,
-                             prompt_ids[tgt_name], reference[tgt_name], spec, ctx)
-            curves += rows
-            epochs = [r for r in rows if r["event"] == "epoch"]
-            ctx.state_use[f"{name}.{src_name}_to_{tgt_name}"] = {"status": "trained", "from_step": 0,
-                                                                 "steps": epochs[-1]["steps"] if epochs else 0}
+            for seed in spec.adapter_seeds():
+                with ctx.phase(f"{name}.training"):
+                    rows = train(name, config, src, tgt, starts, held, train_items, val_items, prompt_states,
+                                 prompt_ids[tgt_name], reference[tgt_name], spec, ctx, seed)
+                curves += [{**row, "seed": seed} for row in rows]
+                epochs = [r for r in rows if r["event"] == "epoch"]
+                ctx.state_use[f"{name}.{src_name}_to_{tgt_name}.seed{seed}"] = {
+                    "status": "trained", "from_step": 0, "steps": epochs[-1]["steps"] if epochs else 0}
     return curves

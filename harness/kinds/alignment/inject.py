@@ -16,6 +16,7 @@ import torch
 from transformers import DynamicCache
 
 from harness.models import check_finite
+from harness.models.lm import with_cache
 
 
 def _replacement_hook(states: torch.Tensor):
@@ -55,14 +56,14 @@ def greedy(lm, max_new_tokens: int, *, prompt_ids: list[int] | None = None, stat
             _replacement_hook(states[None]), with_kwargs=True)
         try:
             out = lm.model(inputs_embeds=embeds[None].to(lm.dtype).to(device), position_ids=torch.arange(n, device=device)[None],
-                           past_key_values=cache, use_cache=True)
+                           **with_cache(cache), use_cache=True)
         finally:
             if handle is not None:
                 handle.remove()
     else:
         n = len(prompt_ids)
         out = lm.model(input_ids=torch.tensor([prompt_ids], device=device), position_ids=torch.arange(n, device=device)[None],
-                       past_key_values=cache, use_cache=True)
+                       **with_cache(cache), use_cache=True)
     logits = out.logits[0, -1].float()
     check_finite(logits, lm.name, "logits")
     first = torch.log_softmax(logits, -1).cpu()
@@ -74,7 +75,7 @@ def greedy(lm, max_new_tokens: int, *, prompt_ids: list[int] | None = None, stat
         if token in stop or i == max_new_tokens - 1:
             break
         out = lm.model(input_ids=torch.tensor([[token]], device=device), position_ids=torch.tensor([[n + i]], device=device),
-                       past_key_values=cache, use_cache=True)
+                       **with_cache(cache), use_cache=True)
         logits = out.logits[0, -1].float()
         check_finite(logits, lm.name, "logits")
     return tokens, first

@@ -54,15 +54,16 @@ def _generations(adapter, ls, lt, src_prompt_states, tgt, tgt_prompts, reference
 
 
 def train(name: str, config: Adapter, src, tgt, starts: dict, held_states: dict, train_items, val_items,
-          prompt_states, tgt_prompts, reference_nll: float, spec, ctx) -> list[dict]:
+          prompt_states, tgt_prompts, reference_nll: float, spec, ctx, seed: int) -> list[dict]:
     """Train one adapter set (one adapter per layer of `config.layers`, each starting from the Procrustes fit
-    in `starts[source layer]`) from `src` to `tgt`; returns curve rows."""
+    in `starts[source layer]`) from `src` to `tgt` with training seed `seed` (initialisation of what does not
+    start from the fit, and batch order); returns curve rows."""
     _freeze(src)
     _freeze(tgt)
     pairs = [(resolve_layer(f, src.anatomy.n_layers), resolve_layer(f, tgt.anatomy.n_layers)) for f in config.layers]
     weights = config.layer_weights or [1.0 / len(pairs)] * len(pairs)
     (xh, yh) = held_states
-    adapters = {ls: A.StateAdapter(config, starts[ls], spec.seed + ls) for ls, lt in pairs}
+    adapters = {ls: A.StateAdapter(config, starts[ls], seed + ls) for ls, lt in pairs}
     params = [p for a in adapters.values() for p in a.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     stopper = A.EarlyStop(config.early_stopping.patience, config.early_stopping.min_delta) if config.early_stopping else None
@@ -71,7 +72,7 @@ def train(name: str, config: Adapter, src, tgt, starts: dict, held_states: dict,
     rows: list[dict] = []
     step = 0
     per_epoch = math.ceil(len(train_items) / config.batch_size)
-    bar = ctx.progress(total=config.epochs * per_epoch, desc=f"{name} {direction}", unit="batch")
+    bar = ctx.progress(total=config.epochs * per_epoch, desc=f"{name} {direction} (seed {seed})", unit="batch")
 
     def evaluate(epoch: int, step: int, train_losses: list[float], seconds: float) -> bool:
         """Validation loss, held-out alignment and the prompts' generations; True when early stopping fires."""
@@ -98,7 +99,7 @@ def train(name: str, config: Adapter, src, tgt, starts: dict, held_states: dict,
         train_losses = []
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        for k, batch in enumerate(A.batches(train_items, config.batch_size, f"{spec.seed}:{epoch}"), 1):
+        for k, batch in enumerate(A.batches(train_items, config.batch_size, f"{seed}:{epoch}"), 1):
             shards = Step(list(range(len(batch))), processes, empty_shards=True)
             loss, parts = A.batch_loss(adapters, pairs, weights, batch, shards, tgt, config)
             if not torch.isfinite(loss):

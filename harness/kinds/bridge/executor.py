@@ -9,6 +9,7 @@ those records.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -102,8 +103,40 @@ def _accuracy(task: TaskData, items: list[TaskItem], results: list[dict]) -> flo
     return float(np.mean([task.correct(item, r[key]) for item, r in zip(items, results)]))
 
 
+@dataclass
+class Setup:
+    """What every training seed (and every selection setting) shares: the task, both models, the receiver's
+    evaluation and training prompts, and the sender states of the training, development and evaluation items."""
+
+    spec: BridgeSpec
+    ctx: RunContext
+    task: TaskData
+    sender: object
+    receiver: object
+    primed: ReceiverPrompt
+    trained_with: ReceiverPrompt
+    prompt_embeds: torch.Tensor
+    train_states: list
+    dev_states: list
+    eval_states: list
+    bar: object = None
+
+
+def _states(sender, layer: int, ctx: RunContext, texts: dict[str, list[str]]) -> dict[str, list]:
+    """Sender states of each named list of texts at `layer` (computed once by the main process and cached)."""
+    if not ctx.processes.is_main:
+        ctx.processes.wait()  # the main process computes and caches them; the others read the cache
+    bar = ctx.progress(total=sum(len(t) for t in texts.values()), desc=f"sender states (layer {layer})", unit="item")
+    out = {name: sender_states(sender, items, layer, ctx.cache_dir, progress=bar) for name, items in texts.items()}
+    bar.close()
+    if ctx.processes.is_main:
+        ctx.processes.wait()
+    return out
+
+
 def run(spec: BridgeSpec, ctx: RunContext) -> RunOutput:
-    """Train and evaluate the seeded methods once per training seed; text baselines run once.
+    """Train and evaluate the seeded methods once per training seed; text baselines run once. A spec with
+    `selection` instead trains one bridge per setting and scores it on the development items (`_select`).
 
     Records: one row per (training seed, evaluation item). The rows of the first seed also hold
     every deterministic method (text baselines, text relay, chance); the other seeds' rows hold
@@ -117,31 +150,25 @@ def run(spec: BridgeSpec, ctx: RunContext) -> RunOutput:
     with ctx.phase("load_models"):
         sender = ctx.models.get(spec.sender)
         receiver = ctx.models.get(spec.receiver)
-    eval_batch = spec.evaluation.batch_size
-    layer = spec.bridge.sender_layer
-
-    with ctx.phase("sender_states"):
-        if not ctx.processes.is_main:
-            ctx.processes.wait()  # the main process computes and caches them; the others read the cache
-        bar = ctx.progress(total=len(task.train) + len(task.eval), desc="sender states", unit="item")
-        train_states = sender_states(sender, [task.sender_text(i) for i in task.train], layer, ctx.cache_dir, progress=bar)
-        eval_states = sender_states(sender, [task.sender_text(i) for i in task.eval], layer, ctx.cache_dir, progress=bar)
-        bar.close()
-        if ctx.processes.is_main:
-            ctx.processes.wait()
-
     primed, trained_with, prompt_embeds = _receiver_prompts(receiver, task)
+    if spec.selection is not None:
+        return _select(Setup(spec, ctx, task, sender, receiver, primed, trained_with, prompt_embeds, [], [], []))
+    with ctx.phase("sender_states"):
+        states = _states(sender, spec.bridge.sender_layer, ctx,
+                         {part: [task.sender_text(i) for i in getattr(task, part)] for part in ("train", "dev", "eval")})
     seeded = [m for m in methods if m in SEEDED_METHODS]
     bar = ctx.progress(total=len(task.eval) * (len(seeded) * len(seeds) + len([m for m in methods if m not in SEEDED_METHODS
                                                                               and m != "random"])),
                        desc="evaluating", unit="item")
+    setup = Setup(spec, ctx, task, sender, receiver, primed, trained_with, prompt_embeds, states["train"], states["dev"],
+                  states["eval"], bar)
     curves: list[dict] = []
     results: dict[int, dict[str, list[dict]]] = {}
     for seed in seeds:
-        results[seed], log = _seeded_methods(spec, ctx, task, sender, receiver, primed, trained_with, prompt_embeds,
-                                             train_states, eval_states, seed, bar)
+        results[seed], log = _seeded_methods(setup, seed)
         curves += log
     first = results[seeds[0]]
+    eval_batch = spec.evaluation.batch_size
     text_prompts: dict[tuple[str, bool], ReceiverPrompt] = {}
 
     def text_prompt(lm, few_shot: bool) -> ReceiverPrompt:
@@ -199,23 +226,48 @@ def _continuation_scores(spec: BridgeSpec, ctx: RunContext, task: TaskData, rece
              **{role: scores[role][n] for role in scores}} for n, item in enumerate(items)]
 
 
-def _seeded_methods(spec, ctx, task, sender, receiver, primed, trained_with, prompt_embeds, train_states, eval_states,
-                    seed, bar):
+def _seeded_methods(setup: Setup, seed: int) -> tuple[dict[str, list[dict]], list[dict]]:
     """The bridge, noise soft tokens at its scale, and prompt tuning, trained and evaluated with one seed."""
+    spec, methods = setup.spec, setup.spec.evaluation.methods
     if spec.bridge.flow is not None:
-        return _flow_bridge(spec, ctx, task, receiver, primed, prompt_embeds, train_states, eval_states, seed, bar)
-    methods, device, eval_batch = spec.evaluation.methods, receiver.device, spec.evaluation.batch_size
-    calibration = train_states[: spec.bridge.normalizer.calibration_items]
+        return _flow_bridge(setup, seed)
+    bridge, trained = _train_bridge(setup, seed, f"bridge.seed{seed}", quick_eval=True)
+    curves = [{**row, "seed": seed} for row in trained.log]
+    results: dict[str, list[dict]] = {}
+    with setup.ctx.phase("evaluation.bridge"):
+        results["bridge"], soft_eval = _evaluate_bridge(setup, bridge, trained)
+    if "noise" in methods:
+        with setup.ctx.phase("evaluation.noise"):
+            generator = torch.Generator().manual_seed(seed + 1)
+            scale = float(bridge.output.scale.detach())
+            noise = [torch.randn(s.shape, generator=generator) for s in soft_eval]
+            noise = [n / n.pow(2).mean(-1, keepdim=True).sqrt() * scale for n in noise]
+            results["noise"] = _evaluate(setup.ctx, setup.primed, [setup.primed.soft_middle(n.to(setup.receiver.device),
+                                                                                           setup.prompt_embeds)
+                                                                    for n in noise], spec.evaluation.batch_size, setup.bar)
+    if "prompt_tuning" in methods:
+        results["prompt_tuning"], log = _prompt_tuning(setup, seed, spec.evaluation.prompt_tuning.lr,
+                                                       f"prompt_tuning.seed{seed}")
+        curves += [{**row, "seed": seed} for row in log]
+    return results, curves
+
+
+def _train_bridge(setup: Setup, seed: int, state_name: str, quick_eval: bool):
+    """Build and train the bridge with one seed (checkpointed as `state_name` in the state folder); quick
+    evaluation during training scores development items only."""
+    spec, ctx, task, device = setup.spec, setup.ctx, setup.task, setup.receiver.device
+    calibration = setup.train_states[: spec.bridge.normalizer.calibration_items]
     stacked = torch.cat(calibration)
     calibration_texts = [task.item_text(i.input) for i in task.train[: spec.bridge.normalizer.calibration_items]]
-    rms = _receiver_rms(primed, calibration_texts)
-    colour = _receiver_colour(primed, calibration_texts) if spec.bridge.normalizer.recolour else None
+    rms = _receiver_rms(setup.primed, calibration_texts)
+    colour = _receiver_colour(setup.primed, calibration_texts) if spec.bridge.normalizer.recolour else None
     torch.manual_seed(seed)
-    bridge = LatentBridge(spec.bridge, stacked.shape[-1], receiver.model.config.hidden_size, stacked.mean(0),
+    bridge = LatentBridge(spec.bridge, stacked.shape[-1], setup.receiver.model.config.hidden_size, stacked.mean(0),
                           stacked.std(0), rms, colour).to(device)
+    trained_with, prompt_embeds, train_states = setup.trained_with, setup.prompt_embeds, setup.train_states
     answers = [_target_ids(task, trained_with, i) for i in task.train]
-    extra = _auxiliary_losses(spec, task, sender, receiver, trained_with, bridge, answers, device)
-    quick = task.eval[: spec.training.quick_eval_items]
+    extra = _auxiliary_losses(spec, task, setup.sender, setup.receiver, trained_with, bridge, answers, device)
+    quick = task.dev[: spec.training.quick_eval_items]
     weights = spec.training.token_weights
 
     def bridge_loss(step: Step) -> dict:
@@ -248,50 +300,47 @@ def _seeded_methods(spec, ctx, task, sender, receiver, primed, trained_with, pro
         return {"total": total, **losses, **({"stats": stats} if stats else {})}
 
     def bridge_quick_eval() -> float:
-        soft = _soft_tokens(bridge, eval_states[: len(quick)], device)
-        return _accuracy(task, quick, _evaluate(ctx, primed, [primed.soft_middle(s, prompt_embeds) for s in soft], eval_batch))
+        soft = _soft_tokens(bridge, setup.dev_states[: len(quick)], device)
+        return _accuracy(task, quick, _evaluate(ctx, setup.primed, [setup.primed.soft_middle(s, prompt_embeds) for s in soft],
+                                                spec.evaluation.batch_size))
 
     with ctx.phase("training.bridge"):
-        train_bar = ctx.progress(total=spec.training.steps, desc=f"training bridge (seed {seed})", unit="step")
+        train_bar = ctx.progress(total=spec.training.steps, desc=f"training bridge ({state_name})", unit="step")
         trained = train(bridge, bridge_loss, n_items=len(task.train), steps=spec.training.steps, spec=spec.training,
-                        lr=spec.training.lr, seed=seed, checkpoint=ctx.state_dir / f"bridge.seed{seed}.pt",
-                        label="bridge", quick_eval=bridge_quick_eval, progress=train_bar, processes=ctx.processes)
+                        lr=spec.training.lr, seed=seed, checkpoint=ctx.state_dir / f"{state_name}.pt", label="bridge",
+                        quick_eval=bridge_quick_eval if quick_eval else None, progress=train_bar,
+                        processes=ctx.processes)
         train_bar.close()
-    ctx.state_use[f"bridge.seed{seed}"] = trained.status
-    curves = [{**row, "seed": seed} for row in trained.log]
-
-    results: dict[str, list[dict]] = {}
-    with ctx.phase("evaluation.bridge"):
-        codes: list | None = [] if spec.training.diagnostics and bridge.vq is not None else None
-        soft_eval = _soft_tokens(bridge, eval_states, device, codes=codes)
-        results["bridge"] = _evaluate(ctx, primed, [primed.soft_middle(s, prompt_embeds) for s in soft_eval], eval_batch, bar)
-        for n, (r, soft) in enumerate(zip(results["bridge"], soft_eval)):
-            r["soft_token_rms"] = round(float(soft.pow(2).mean(-1).sqrt().mean()), 6)
-            r["soft_token_similarity"] = round(_mean_pairwise_cosine(soft), 6)
-            if spec.training.diagnostics:
-                r.update(_soft_token_stats(soft))
-                if codes is not None:
-                    r["codes"] = codes[n]
-        if trained.nonfinite_at is not None:
-            for r in results["bridge"]:
-                r["training_stopped_at_step"] = trained.nonfinite_at
-
-    if "noise" in methods:
-        with ctx.phase("evaluation.noise"):
-            generator = torch.Generator().manual_seed(seed + 1)
-            scale = float(bridge.output.scale.detach())
-            noise = [torch.randn(s.shape, generator=generator) for s in soft_eval]
-            noise = [n / n.pow(2).mean(-1, keepdim=True).sqrt() * scale for n in noise]
-            results["noise"] = _evaluate(ctx, primed, [primed.soft_middle(n.to(device), prompt_embeds) for n in noise],
-                                         eval_batch, bar)
-
-    if "prompt_tuning" in methods:
-        curves += [{**row, "seed": seed} for row in _prompt_tuning(spec, ctx, task, receiver, results, eval_batch, bar, seed)]
-    return results, curves
+    ctx.state_use[state_name] = trained.status
+    return bridge, trained
 
 
-def _prompt_tuning(spec, ctx, task, receiver, results, eval_batch, bar, seed: int) -> list[dict]:
+def _evaluate_bridge(setup: Setup, bridge: LatentBridge, trained) -> tuple[list[dict], list[torch.Tensor]]:
+    """The trained bridge on the evaluation items of `setup` (generation and scored label), with what it sends."""
+    spec = setup.spec
+    codes: list | None = [] if spec.training.diagnostics and bridge.vq is not None else None
+    soft_eval = _soft_tokens(bridge, setup.eval_states, setup.receiver.device, codes=codes)
+    results = _evaluate(setup.ctx, setup.primed, [setup.primed.soft_middle(s, setup.prompt_embeds) for s in soft_eval],
+                        spec.evaluation.batch_size, setup.bar)
+    for n, (r, soft) in enumerate(zip(results, soft_eval)):
+        r["soft_token_rms"] = round(float(soft.pow(2).mean(-1).sqrt().mean()), 6)
+        r["soft_token_similarity"] = round(_mean_pairwise_cosine(soft), 6)
+        if spec.training.diagnostics:
+            r.update(_soft_token_stats(soft))
+            if codes is not None:
+                r["codes"] = codes[n]
+    if trained.nonfinite_at is not None:
+        for r in results:
+            r["training_stopped_at_step"] = trained.nonfinite_at
+    return results, soft_eval
+
+
+def _prompt_tuning(setup: Setup, seed: int, lr: float, state_name: str) -> tuple[list[dict], list[dict]]:
+    """Receiver-only prompt tuning with the bridge's budget (steps x batch) unless the spec sets its own steps;
+    returns its results on `setup`'s evaluation items and its training log."""
+    spec, ctx, task, receiver = setup.spec, setup.ctx, setup.task, setup.receiver
     pt = spec.evaluation.prompt_tuning
+    steps = spec.prompt_tuning_steps()
     k = pt.soft_tokens or spec.bridge.soft_tokens * spec.bridge.recurrent_steps
     plain = ReceiverPrompt.build(receiver, task, "")
     rng = torch.Generator().manual_seed(seed + 2)
@@ -306,16 +355,50 @@ def _prompt_tuning(spec, ctx, task, receiver, results, eval_batch, bar, seed: in
         return {"total": lm_loss, "lm": lm_loss}
 
     with ctx.phase("training.prompt_tuning"):
-        sub = ctx.progress(total=pt.steps, desc=f"prompt tuning (seed {seed})", unit="step")
-        trained = train(soft_prompt, loss, n_items=len(task.train), steps=pt.steps, spec=spec.training, lr=pt.lr,
-                        seed=seed, checkpoint=ctx.state_dir / f"prompt_tuning.seed{seed}.pt", label="prompt_tuning",
+        sub = ctx.progress(total=steps, desc=f"prompt tuning ({state_name})", unit="step")
+        trained = train(soft_prompt, loss, n_items=len(task.train), steps=steps, spec=spec.training, lr=lr,
+                        seed=seed, checkpoint=ctx.state_dir / f"{state_name}.pt", label="prompt_tuning",
                         progress=sub, processes=ctx.processes)
         sub.close()
-    ctx.state_use[f"prompt_tuning.seed{seed}"] = trained.status
+    ctx.state_use[state_name] = trained.status
     with ctx.phase("evaluation.prompt_tuning"), torch.no_grad():
         eval_middles = [torch.cat([soft_prompt.vectors, plain.text_middle(task.item_text(i.input))]) for i in task.eval]
-        results["prompt_tuning"] = _evaluate(ctx, plain, eval_middles, eval_batch, bar)
-    return trained.log
+        results = _evaluate(ctx, plain, eval_middles, spec.evaluation.batch_size, setup.bar)
+    return results, trained.log
+
+
+def _select(setup: Setup) -> RunOutput:
+    """A selection run: every (sender layer, learning rate) of `spec.selection` trains one bridge with the first
+    training seed and is scored on the development items; then every prompt-tuning learning rate. One record per
+    (setting, development item); the evaluation items are never read."""
+    spec, ctx, task = setup.spec, setup.ctx, setup.task
+    selection, seed = spec.selection, spec.training_seeds()[0]
+    dev_task = replace(task, eval=task.dev)
+    records, curves = [], []
+
+    def add(setting: dict, results: list[dict], log: list[dict]) -> None:
+        for item, result in zip(task.dev, results):
+            records.append({"set": "selection", "setting": setting, "seed": seed, "id": item.id, "input": item.input,
+                            "answer": item.answer, "label": item.label, "result": result})
+        curves.extend({**row, **{f"setting.{k}": v for k, v in setting.items()}, "seed": seed} for row in log)
+
+    for layer in selection.sender_layers:
+        with ctx.phase("sender_states"):
+            states = _states(setup.sender, layer, ctx, {part: [task.sender_text(i) for i in getattr(task, part)]
+                                                        for part in ("train", "dev")})
+        for lr in selection.lrs:
+            variant = spec.model_copy(update={"bridge": spec.bridge.model_copy(update={"sender_layer": layer}),
+                                              "training": spec.training.model_copy(update={"lr": lr})})
+            config = replace(setup, spec=variant, task=dev_task, train_states=states["train"], dev_states=states["dev"],
+                             eval_states=states["dev"])
+            bridge, trained = _train_bridge(config, seed, f"selection.bridge.layer{layer}.lr{lr:g}", quick_eval=False)
+            with ctx.phase("evaluation.bridge"):
+                results, _ = _evaluate_bridge(config, bridge, trained)
+            add({"method": "bridge", "sender_layer": layer, "lr": lr}, results, trained.log)
+    for lr in selection.prompt_tuning_lrs:
+        results, log = _prompt_tuning(replace(setup, task=dev_task), seed, lr, f"selection.prompt_tuning.lr{lr:g}")
+        add({"method": "prompt_tuning", "lr": lr}, results, log)
+    return RunOutput(records=records, curves=curves)
 
 
 def _random_guesses(spec: BridgeSpec, task: TaskData) -> list[dict]:
@@ -421,9 +504,12 @@ def _flow_targets(receiver, items: list[TaskItem], latents: int, target: str) ->
     return out
 
 
-def _flow_bridge(spec, ctx, task, receiver, primed, prompt_embeds, train_states, eval_states, seed, bar):
+def _flow_bridge(setup: Setup, seed: int):
     """Seed 002's phases 12-14: a DiT trained with rectified flow generates the receiver embeddings; Euler sampling
     with EMA weights; the generated embeddings take the soft tokens' place."""
+    spec, ctx, task, receiver, primed, prompt_embeds = (setup.spec, setup.ctx, setup.task, setup.receiver, setup.primed,
+                                                         setup.prompt_embeds)
+    train_states, eval_states, bar = setup.train_states, setup.eval_states, setup.bar
     flow, device, eval_batch = spec.bridge.flow, receiver.device, spec.evaluation.batch_size
     width = receiver.model.config.hidden_size
     targets = _flow_targets(receiver, task.train, flow.latents, flow.target)

@@ -55,7 +55,7 @@ def workload(spec: BridgeSpec, profile: str) -> Workload:
     seeds = len(spec.training_seeds())
     train_tokens = tr.steps * tr.batch_size * (bridged + answer) * seeds
     if "prompt_tuning" in ev.methods:
-        train_tokens += ev.prompt_tuning.steps * tr.batch_size * (item + soft + answer) * seeds
+        train_tokens += spec.prompt_tuning_steps() * tr.batch_size * (item + soft + answer) * seeds
     methods = sum(seeds if m in SEEDED_METHODS else 1 for m in ev.methods if m != "random")
     tokens = train_tokens + methods * task.eval_items * (item + answer) + task.eval_items * item * 2
     return Workload(models=[spec.sender, spec.receiver], forwards=forwards, tokens=tokens,

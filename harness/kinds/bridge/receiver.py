@@ -87,7 +87,7 @@ class ReceiverPrompt:
         positions = offset + torch.arange(width, device=lm.device)[None].expand(batch, -1)
         cache = self.prefix.expand(batch) if self.prefix else None
         hidden = L.backbone(lm)(inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions,
-                                past_key_values=cache, use_cache=cache is not None).last_hidden_state
+                                **L.with_cache(cache), use_cache=cache is not None).last_hidden_state
         rows = torch.cat([torch.full((len(a),), i) for i, a in enumerate(answers)])
         cols = torch.cat([m.shape[0] - 1 + torch.arange(len(a)) for m, a in zip(middles, answers)])
         logits = L.lm_logits(lm, hidden[rows, cols])

@@ -2,14 +2,16 @@
 
 Evaluation items are a seeded sample of the eval split; training items come from the train
 split, or, when both splits are the same (AG News and PIQA on the offline mirror), from the
-rows of that split not chosen for evaluation, so the two never overlap.
+rows of that split not chosen for evaluation, so the two never overlap. The shuffled training
+pool gives, in order, the few-shot demonstrations, the training items and the development items
+(quick evaluation and selection runs read those; nothing is ever chosen on evaluation items).
 """
 
 from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harness.data import DataError
 from harness.kinds.bridge.answers import NUMBER, final_number, normalise_number
@@ -36,6 +38,7 @@ class TaskData:
     train: list[TaskItem]
     eval: list[TaskItem]
     demos: list[TaskItem]
+    dev: list[TaskItem] = field(default_factory=list)
 
     @property
     def task(self):
@@ -143,26 +146,33 @@ def build_task(spec: BridgeSpec, ctx) -> TaskData:
     task, seed = spec.task, spec.seed
     n_train = task.train_items or spec.training.steps * spec.training.batch_size
     n_demos = spec.evaluation.few_shot
+    pool = n_demos + n_train + task.dev_items
     if task.dataset == PASSKEY:
         eval_raw = passkey_items(task.eval_items, task.passkey_digits, seed, "eval")
-        train_raw = passkey_items(n_train + n_demos, task.passkey_digits, seed, "train",
-                                  exclude={r["answer"] for r in eval_raw})
+        train_raw = passkey_items(pool, task.passkey_digits, seed, "train", exclude={r["answer"] for r in eval_raw})
         to_item = lambda r: TaskItem(r["id"], task.input_template.format(text=r["text"]), r["answer"])  # noqa: E731
     else:
         to_item = lambda r: _to_task_item(spec, r)  # noqa: E731
         if task.train_split == task.eval_split:
-            total = task.eval_items + n_train + n_demos if ctx.profile == "tiny" else None
+            total = task.eval_items + pool if ctx.profile == "tiny" else None
             rows = ctx.items(task.dataset, task.eval_split, limit=total, seed=seed)
             order = random.Random(f"carve:{seed}").sample(range(len(rows)), len(rows))
             eval_raw = sorted((rows[i] for i in order[: task.eval_items]), key=lambda r: r["id"])
             train_raw = [rows[i] for i in order[task.eval_items:]]
         else:
             eval_raw = ctx.items(task.dataset, task.eval_split, limit=task.eval_items, seed=seed)
-            train_raw = ctx.items(task.dataset, task.train_split, limit=n_train + n_demos if ctx.profile == "tiny" else None,
+            train_raw = ctx.items(task.dataset, task.train_split, limit=pool if ctx.profile == "tiny" else None,
                                   seed=seed)
         train_raw = random.Random(f"train:{seed}").sample(train_raw, len(train_raw))
     if len(eval_raw) < task.eval_items:
         raise DataError(f"{task.dataset}: only {len(eval_raw)} evaluation items, the spec asks for {task.eval_items}")
+    # Small pools (the tiny profile's synthetic data) cap the training items; the development items come after
+    # them and are never trained on
+    n_train = min(n_train, len(train_raw) - n_demos - task.dev_items)
+    if n_train < 1:
+        raise DataError(f"{task.dataset}: the training pool has {len(train_raw)} items, too few for {n_demos} "
+                        f"demonstrations, {task.dev_items} development items and any training item")
     demos = [to_item(r) for r in train_raw[:n_demos]]
     train = [to_item(r) for r in train_raw[n_demos: n_demos + n_train]]
-    return TaskData(spec, train, [to_item(r) for r in eval_raw], demos)
+    dev = [to_item(r) for r in train_raw[n_demos + n_train: n_demos + n_train + task.dev_items]]
+    return TaskData(spec, train, [to_item(r) for r in eval_raw], demos, dev)

@@ -75,9 +75,11 @@ class CorruptCheckpoint(Exception):
 
 
 def _load_checkpoint(path: Path, module: nn.Module, optimizer, scheduler, steps: int) -> tuple[int, list[dict]]:
-    """Restore a checkpoint written by `train`; any unreadable or inconsistent one raises CorruptCheckpoint."""
+    """Restore a checkpoint written by `train`; any unreadable, inconsistent or unsafe one raises CorruptCheckpoint.
+    `weights_only` loads tensors and plain containers only: a file carrying code (a planted pickle) fails to load
+    without running it."""
     try:
-        state = torch.load(path, weights_only=False, map_location="cpu")
+        state = torch.load(path, weights_only=True, map_location="cpu")
         step, log = int(state["step"]), list(state["log"])
         if not 0 < step <= steps or len(log) != step:
             raise ValueError(f"it is at step {step} with {len(log)} log rows, of {steps} steps")
@@ -85,7 +87,7 @@ def _load_checkpoint(path: Path, module: nn.Module, optimizer, scheduler, steps:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
     except Exception as exc:  # truncated file, wrong shapes, missing keys: all mean "recompute"
-        raise CorruptCheckpoint(f"{path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise CorruptCheckpoint(f"{path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
     return step, log
 
 
@@ -134,10 +136,10 @@ def train(module: nn.Module, loss_fn: Callable[[Step], dict], *, n_items: int, s
         if not torch.isfinite(total):
             if spec.on_nonfinite_loss == "stop":
                 nonfinite_at = step + 1
-                warnings.warn(f"{label}: the training loss became {float(total)} at step {step + 1}; training stops "
+                warnings.warn(f"{label}: the training loss became {float(total.detach())} at step {step + 1}; training stops "
                               f"there (training.on_nonfinite_loss: stop)", stacklevel=2)
                 break
-            raise FloatingPointError(f"{label}: the training loss became {float(total)} at step {step + 1}")
+            raise FloatingPointError(f"{label}: the training loss became {float(total.detach())} at step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(total)
         average_gradients(params, processes)

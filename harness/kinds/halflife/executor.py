@@ -9,6 +9,7 @@ from transformers import DynamicCache
 from harness.context import RunContext, RunOutput
 from harness.kinds.halflife.pretrain import pretrain
 from harness.kinds.halflife.routing import last_position_logits, layer_stats
+from harness.models.lm import with_cache
 from registry.errors import SpecError
 from registry.kinds.halflife import HalfLifeSpec, RandomPrompt
 
@@ -51,7 +52,7 @@ class _Stepper:
     def feed(self, ids: list[int]) -> None:
         inputs = torch.tensor([ids], device=self.lm.device)
         try:
-            out = self.lm.model(input_ids=inputs, past_key_values=self.cache, use_cache=True, output_router_logits=True)
+            out = self.lm.model(input_ids=inputs, **with_cache(self.cache), use_cache=True, output_router_logits=True)
         except TypeError:  # a model class without the option
             out = None
         router = getattr(out, "router_logits", None)
@@ -66,7 +67,8 @@ def trajectory(spec: HalfLifeSpec, lm, prompt, seed: int, arm: str, bar=None) ->
     """Records of one (prompt, seed, arm): one per generated token, with the routing that produced it."""
     tokenizer = lm.tokenizer
     stepper = _Stepper(lm, spec.model)
-    stepper.feed(prompt_ids(spec, prompt, tokenizer, lm.model.config.vocab_size, seed))
+    ids = prompt_ids(spec, prompt, tokenizer, lm.model.config.vocab_size, seed)
+    stepper.feed(ids)
     perturbation = tokenizer(spec.perturbation.text, add_special_tokens=False)["input_ids"]
     generator = torch.Generator().manual_seed(seed)
     rows = []
@@ -80,6 +82,8 @@ def trajectory(spec: HalfLifeSpec, lm, prompt, seed: int, arm: str, bar=None) ->
                          "token": token, "piece": tokenizer.decode([token]),
                          "entropy": [s["entropy"] for s in stats], "margin": [s["margin"] for s in stats],
                          "usage": [s["usage"] for s in stats]})
+            if not rows[1:]:  # the trajectory's first row keeps the prompt as the model read it (a random one too)
+                rows[0]["prompt_tokens"] = ids
             stepper.feed([token])
         if bar is not None:
             bar.update(1)
@@ -87,21 +91,51 @@ def trajectory(spec: HalfLifeSpec, lm, prompt, seed: int, arm: str, bar=None) ->
 
 
 def run(spec: HalfLifeSpec, ctx: RunContext) -> RunOutput:
+    """Every (prompt, seed, arm) trajectory; with `pretrain`, once per training seed, each from the same initial
+    weights (records carry `train_seed`)."""
     with ctx.phase("load_model"):
         lm = ctx.models.get(spec.model, spec.dtype, spec.quantization)
-    curves: list[dict] = []
+    train_seeds: list[int | None] = [None]
     if spec.pretrain is not None:
-        with ctx.phase("pretrain"):
-            curves, status = pretrain(spec, lm, ctx)
-        ctx.state_use["pretrain"] = status
-    lm.model.eval()
-    bar = ctx.progress(total=len(spec.prompts) * len(spec.seeds) * len(spec.arms()) * spec.chunks,
+        train_seeds = list(spec.pretrain.seeds) or [spec.seed]
+        initial = {k: v.detach().clone() for k, v in lm.model.state_dict().items()}
+    curves: list[dict] = []
+    bar = ctx.progress(total=len(train_seeds) * len(spec.prompts) * len(spec.seeds) * len(spec.arms()) * spec.chunks,
                        desc="half-life", unit="chunk")
     records = []
-    for prompt in spec.prompts:
-        for seed in spec.seeds:
-            for arm in spec.arms():
-                with ctx.phase(f"generation.{arm}"):
-                    records += trajectory(spec, lm, prompt, seed, arm, bar)
+    for train_seed in train_seeds:
+        if train_seed is not None:
+            lm.model.load_state_dict(initial)
+            with ctx.phase("pretrain"):
+                log, status = pretrain(spec, lm, ctx, train_seed)
+            ctx.state_use[f"pretrain.seed{train_seed}"] = status
+            curves += [{**row, "train_seed": train_seed} for row in log]
+        lm.model.eval()
+        for prompt in spec.prompts:
+            for seed in spec.seeds:
+                for arm in spec.arms():
+                    with ctx.phase(f"generation.{arm}"):
+                        rows = trajectory(spec, lm, prompt, seed, arm, bar)
+                    records += [{**row, "train_seed": train_seed} for row in rows] if train_seed is not None else rows
     bar.close()
-    return RunOutput(records=records, curves=curves)
+    return RunOutput(records=records, curves=curves + routing_curves(records))
+
+
+def routing_curves(records: list[dict]) -> list[dict]:
+    """curves.csv rows for DVC plots: per (training seed, arm, chunk, MoE layer) the mean normalised routing entropy
+    and mean top-1 expert usage over every trajectory's tokens (pressure itself is the analysis's definition)."""
+    sums: dict[tuple, list[float]] = {}
+    for r in records:
+        for layer, (entropy, usage) in enumerate(zip(r["entropy"], r["usage"])):
+            key = (r.get("train_seed"), r["arm"], r["chunk"], layer)
+            total = sums.setdefault(key, [0.0, 0.0, 0])
+            total[0] += entropy
+            total[1] += max(usage)
+            total[2] += 1
+    rows = []
+    for (train_seed, arm, chunk, layer), (entropy, usage, n) in sorted(sums.items(), key=lambda kv: (
+            kv[0][0] if kv[0][0] is not None else -1, kv[0][1:])):
+        row = {"run": "routing", "arm": arm, "chunk": chunk, "layer": layer, "entropy": round(entropy / n, 6),
+               "top1_usage": round(usage / n, 6)}
+        rows.append({**row, "train_seed": train_seed} if train_seed is not None else row)
+    return rows

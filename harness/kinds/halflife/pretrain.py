@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 
 import torch
 
 from harness.fsutil import atomic_write_with
 from registry.kinds.halflife import HalfLifeSpec
 
-CHECKPOINT = "pretrained.pt"
+def checkpoint_name(seed: int) -> str:
+    return f"pretrained.seed{seed}.pt"
 
 
 def token_blocks(texts: list[str], tokenizer, seq_len: int) -> torch.Tensor:
@@ -37,19 +39,22 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
-def pretrain(spec: HalfLifeSpec, lm, ctx) -> tuple[list[dict], dict]:
-    """Train `lm.model` in place; returns the loss curve and how the weights came about."""
+def pretrain(spec: HalfLifeSpec, lm, ctx, seed: int) -> tuple[list[dict], dict]:
+    """Train `lm.model` in place with training seed `seed` (the batch order); returns the loss curve and how
+    the weights came about."""
     cfg = spec.pretrain
-    path = ctx.state_dir / CHECKPOINT
+    path = ctx.state_dir / checkpoint_name(seed)
     model = lm.model
     if path.is_file():
         try:
-            state = torch.load(path, weights_only=False, map_location=lm.device)
+            # weights_only: tensors and plain containers, never code (a planted pickle fails here, unexecuted)
+            state = torch.load(path, weights_only=True, map_location=lm.device)
             model.load_state_dict(state["model"])
             return state["log"], {"status": "reused", "from_step": cfg.steps, "steps": cfg.steps}
-        except Exception as exc:  # a truncated or foreign file: train again
+        except Exception as exc:  # a truncated, foreign or unsafe file: train again
             path.unlink(missing_ok=True)
-            discarded = f"{path}: {type(exc).__name__}"
+            discarded = f"{path}: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+            warnings.warn(f"discarded a corrupt pretraining checkpoint and trained again: {discarded}", stacklevel=2)
     else:
         discarded = None
     items = ctx.items(cfg.dataset, cfg.split)
@@ -60,9 +65,9 @@ def pretrain(spec: HalfLifeSpec, lm, ctx) -> tuple[list[dict], dict]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg.warmup_steps, cfg.steps))
     model.train()
     log = []
-    bar = ctx.progress(total=cfg.steps, desc="pretraining", unit="step")
+    bar = ctx.progress(total=cfg.steps, desc=f"pretraining (seed {seed})", unit="step")
     for step in range(cfg.steps):
-        rng = random.Random(f"{spec.seed}:{step}")
+        rng = random.Random(f"{seed}:{step}")
         batch = blocks[[rng.randrange(len(blocks)) for _ in range(cfg.batch_size)]]
         out = model(input_ids=batch, labels=batch, output_router_logits=True)
         if not torch.isfinite(out.loss):

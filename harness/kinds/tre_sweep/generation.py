@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from harness.models import NonFiniteActivationError, check_finite
+from harness.models.lm import output_cache, with_cache
 from harness.kinds.tre_sweep.sampling import draw, filter_logits, invalid_prob_rows, mask_nonfinite
 
 
@@ -116,7 +117,7 @@ def generate_rows(lm, model_name: str, texts: list[str], controller, uniforms: t
                 attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
                 positions = positions[:, -1:] + 1
                 out = lm.model(input_ids=tokens.unsqueeze(-1), attention_mask=attention, position_ids=positions,
-                               past_key_values=out.past_key_values, use_cache=True)
+                               **with_cache(output_cache(out)), use_cache=True)
     except NonFiniteActivationError as exc:
         raise NonFiniteActivationError(f"{exc}, at generation step {step}") from None
     return results
