@@ -169,13 +169,13 @@ def run(spec: Path, profile: str, overrides: tuple[str, ...], device: str, resul
     """Run one experiment spec, then analyse it. The pipeline's own runs (the profile params.yaml names, no --set)
     write results/<name>/; any other run gets its own place, runs/<run id>/results/<name>/, and never
     overwrites the committed results."""
+    if quiet:
+        _silence_library_progress()  # before tqdm is imported: it reads TQDM_DISABLE once, on import
     from harness.engine import RunSettings, run_spec
     from harness.places import pipeline_profile, results_dir_for
 
     if data_mirror is not None and not data_mirror.is_dir():
         raise SpecError(f"data mirror folder {str(data_mirror)!r} does not exist")
-    if quiet:
-        _silence_library_progress()
     results_dir, place = results_dir_for(profile, overrides, results_dir, run_id, pipeline_profile(), runs_dir)
     settings = RunSettings(profile=profile, results_dir=results_dir, cache_dir=cache_dir, data_mirror=data_mirror,
                            device=device, overrides=overrides, show_progress=not quiet)

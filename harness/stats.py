@@ -235,3 +235,165 @@ def correlation(x: Sequence[float], y: Sequence[float]) -> Correlation:
     spearman = scipy_stats.spearmanr(x, y)
     return Correlation(int(x.size), float(pearson.statistic), float(pearson.pvalue),
                        float(spearman.statistic), float(spearman.pvalue))
+
+
+# ---------------------------------------------------------------------------------------------------- claims
+# What the claims engine (harness/claims.py) tests with: paired differences over units (items, prompts), clustered
+# across training seeds; power and minimum detectable effects; equivalence (TOST); Fisher-z correlation intervals.
+
+SIGN_FLIP_EXACT_UP_TO = 16  # non-zero differences enumerated exactly (2^16 sign patterns); above, a seeded sample
+SIGN_FLIP_RESAMPLES = 20_000
+
+
+@dataclass(frozen=True)
+class PairedTest(_Result):
+    n: int  # units (items) with a difference defined
+    mean_difference: float
+    pvalue: float
+    method: str
+    second_moment: float  # mean of the squared per-unit differences (the discordance, for binary outcomes)
+
+
+def paired_difference_test(differences: Sequence[float], binary_single: bool = False,
+                           resamples: int = SIGN_FLIP_RESAMPLES, seed: int = 0) -> PairedTest:
+    """Two-sided test that the mean per-unit difference is 0. Each unit (an item) is one cluster: its difference is
+    the mean over training seeds, so repeated seeds never count as independent items. One binary outcome per unit
+    and side (a single seed) is McNemar's exact binomial test on the discordant units; otherwise the sign-flip
+    (paired randomisation) test of the mean difference, exact up to SIGN_FLIP_EXACT_UP_TO non-zero units and
+    a seeded Monte Carlo sample beyond, so a re-analysis gives the same p."""
+    d = _floats(differences, "differences")
+    mean, m2 = float(d.mean()), float(np.mean(d ** 2))
+    nonzero = d[d != 0]
+    if nonzero.size == 0:
+        return PairedTest(int(d.size), 0.0, 1.0, "no unit differs", m2)
+    if binary_single:
+        b, c = int(np.sum(nonzero > 0)), int(np.sum(nonzero < 0))
+        result = _sm_mcnemar([[0, b], [c, 0]], exact=True)
+        return PairedTest(int(d.size), mean, float(min(1.0, result.pvalue)), "McNemar, exact binomial", m2)
+    observed = abs(nonzero.sum())
+    if nonzero.size <= SIGN_FLIP_EXACT_UP_TO:
+        signs = ((np.arange(2 ** nonzero.size)[:, None] >> np.arange(nonzero.size)) & 1) * 2 - 1
+        sums = np.abs(signs @ nonzero)
+        pvalue = float(np.mean(sums >= observed - 1e-12))
+        method = "sign-flip test, exact"
+    else:
+        rng = np.random.default_rng(seed)
+        sums = np.abs((rng.integers(0, 2, size=(resamples, nonzero.size)) * 2 - 1) @ nonzero)
+        pvalue = float((np.sum(sums >= observed - 1e-12) + 1) / (resamples + 1))
+        method = f"sign-flip test, {resamples:,} seeded resamples"
+    return PairedTest(int(d.size), mean, min(1.0, pvalue), method, m2)
+
+
+def paired_power(n: int, effect: float, second_moment: float, alpha: float = 0.05) -> float:
+    """Power of a two-sided paired test of mean difference `effect` over n units whose squared differences average
+    `second_moment` (Connor 1987's approximation for McNemar's test; the normal approximation in general)."""
+    if n <= 0 or effect == 0:
+        return float("nan") if n <= 0 else alpha
+    psi = max(second_moment, effect ** 2)
+    z = scipy_stats.norm.ppf(1 - alpha / 2)
+    spread = math.sqrt(max(psi - effect ** 2, 0.0))
+    signal = math.sqrt(n) * abs(effect) - z * math.sqrt(psi)
+    if spread == 0:
+        return 1.0 if signal > 0 else 0.0
+    return float(scipy_stats.norm.cdf(signal / spread))
+
+
+def minimum_detectable_effect(power_at, cap: float, power: float = 0.8) -> float | None:
+    """The smallest effect in (0, cap] at which `power_at(effect)` reaches `power`; None when even `cap` does not."""
+    if cap <= 0 or power_at(cap) < power:
+        return None
+    low, high = 0.0, cap
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (low, mid) if power_at(mid) >= power else (mid, high)
+    return high
+
+
+def one_sample_power(n: int, effect: float, sd: float, alpha: float = 0.05) -> float:
+    """Power of a two-sided one-sample test (normal approximation) to see a mean `effect` away from the null."""
+    if n <= 0 or sd <= 0:
+        return 1.0 if n > 0 and effect != 0 else float("nan")
+    z = scipy_stats.norm.ppf(1 - alpha / 2)
+    return float(scipy_stats.norm.cdf(math.sqrt(n) * abs(effect) / sd - z))
+
+
+def binomial_test(successes: int, n: int, p: float) -> float:
+    """Two-sided exact binomial test of a rate against p."""
+    return float(scipy_stats.binomtest(int(successes), int(n), p).pvalue)
+
+
+@dataclass(frozen=True)
+class Equivalence(_Result):
+    n: int
+    mean: float
+    ci_low: float  # 90% interval: TOST at alpha 0.05 shows equivalence exactly when it lies inside the margin
+    ci_high: float
+    pvalue_tost: float
+    pvalue_difference: float  # the ordinary two-sided test against 0
+    power_at_zero: float  # the chance TOST shows equivalence at this n and spread when the true mean is 0
+
+
+def equivalence_test(values: Sequence[float], margin: float, alpha: float = 0.05) -> Equivalence:
+    """Two one-sided t-tests (statsmodels) that the mean of `values` lies within (-margin, margin)."""
+    x = _floats(values, "values")
+    if x.size < 2:
+        raise ValueError("an equivalence test needs at least two values")
+    described = DescrStatsW(x)
+    if np.ptp(x) == 0:
+        inside = abs(x[0]) < margin
+        return Equivalence(int(x.size), float(x[0]), float(x[0]), float(x[0]), 0.0 if inside else 1.0,
+                           0.0 if x[0] != 0 else 1.0, 1.0 if inside else 0.0)
+    pvalue, _, _ = described.ttost_mean(-margin, margin)
+    low, high = described.tconfint_mean(alpha=2 * alpha)
+    se = float(x.std(ddof=1) / math.sqrt(x.size))
+    t = scipy_stats.t.ppf(1 - alpha, x.size - 1)
+    power = max(0.0, 2 * scipy_stats.t.cdf(margin / se - t, x.size - 1) - 1)
+    return Equivalence(int(x.size), float(x.mean()), float(low), float(high), float(pvalue),
+                       float(described.ttest_mean(0.0)[1]), float(power))
+
+
+@dataclass(frozen=True)
+class FisherCorrelation(_Result):
+    n: int
+    r: float
+    ci_low: float
+    ci_high: float
+    pvalue: float
+
+
+def fisher_z_correlation(x: Sequence[float], y: Sequence[float], alpha: float = 0.05) -> FisherCorrelation:
+    """Pearson's r with a Fisher-z interval (always inside [-1, 1]) and the z-test of r = 0; needs n >= 4."""
+    x, y = _floats(x, "x"), _floats(y, "y")
+    if x.shape != y.shape or x.size < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        nan = float("nan")
+        return FisherCorrelation(int(x.size), nan, nan, nan, nan)
+    r = float(scipy_stats.pearsonr(x, y).statistic)
+    return fisher_z_interval(r, int(x.size), alpha)
+
+
+def fisher_z_interval(r: float, n: int, alpha: float = 0.05) -> FisherCorrelation:
+    z, se = math.atanh(max(min(r, 1 - 1e-12), -1 + 1e-12)), 1 / math.sqrt(n - 3)
+    crit = scipy_stats.norm.ppf(1 - alpha / 2)
+    pvalue = float(2 * scipy_stats.norm.sf(abs(z) / se))
+    return FisherCorrelation(n, r, math.tanh(z - crit * se), math.tanh(z + crit * se), pvalue)
+
+
+def correlation_power(n: int, r: float, alpha: float = 0.05) -> float:
+    if n < 4 or r == 0:
+        return float("nan") if n < 4 else alpha
+    return float(scipy_stats.norm.cdf(abs(math.atanh(min(abs(r), 1 - 1e-12))) * math.sqrt(n - 3)
+                                      - scipy_stats.norm.ppf(1 - alpha / 2)))
+
+
+def sign_test_pvalue(wins: int, losses: int) -> float:
+    """Two-sided sign test (ties dropped): are wins and losses equally likely?"""
+    return 1.0 if wins + losses == 0 else binomial_test(wins, wins + losses, 0.5)
+
+
+def sign_test_power(n: int, share: float, alpha: float = 0.05) -> float:
+    """Power of the two-sided exact sign test over n untied units when a unit wins with probability `share`."""
+    if n <= 0:
+        return float("nan")
+    ks = np.arange(n + 1)
+    reject = np.array([sign_test_pvalue(int(k), int(n - k)) < alpha for k in ks])
+    return float(scipy_stats.binom.pmf(ks[reject], n, share).sum())

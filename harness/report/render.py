@@ -16,9 +16,10 @@ from pathlib import Path
 import jinja2
 
 from harness import kinds
+from harness.claims import RULES, RULES_PAGE, VERDICTS, not_run_findings
 from harness.analyze import SavedRunError, analyze_saved, load_run
 from harness.fsutil import exclusive, replace_dir, restore_interrupted, staging_dir
-from harness.report.tables import Analysis, Column, Table, format_cell
+from harness.report.tables import Analysis, Column, FindingsTable, Link, Table, findings_table, format_cell
 from registry import load_spec
 from registry.errors import SpecError
 
@@ -45,7 +46,9 @@ _SCHEMES = re.compile(r"\b(javascript|vbscript|data|file):", re.IGNORECASE)
 
 def md_escape(text) -> str:
     """Text from specs and records as inert Markdown: no raw HTML (`<script>`), no link syntax, no script or file
-    URLs, one table cell per line."""
+    URLs, one table cell per line. A Link cell (the harness's own) becomes a link with escaped text."""
+    if isinstance(text, Link):
+        return f"[{md_escape(text.text)}]({text.target})"
     text = _TAG_START.sub("&lt;", str(text).replace("|", "\\|").replace("\n", " ").replace("](", "]\\("))
     return _SCHEMES.sub(lambda m: m.group(1) + "&#58;", text)
 
@@ -90,6 +93,8 @@ class SpecReport:
     figures: list[str] = field(default_factory=list)
     expected_table: Table | None = None
     notes: list[str] = field(default_factory=list)
+    findings: list = field(default_factory=list)  # the claims engine's findings on the report's claims
+    findings_table: Table | None = None
 
 
 def _expected_table(spec, analysis: Analysis | None, run: dict | None) -> Table | None:
@@ -116,7 +121,7 @@ def _expected_table(spec, analysis: Analysis | None, run: dict | None) -> Table 
         ratio = got / exp.value if isinstance(got, float) and isinstance(exp.value, float) and exp.value else None
         reported = exp.value if isinstance(exp.value, str) else format_cell(exp.value, ",.4g")
         reproduced = got if isinstance(got, str) or got is None else format_cell(got, ",.4g")
-        table.add(exp.metric, reported, reproduced if run else "not run", ratio, exp.section, exp.note)
+        table.add(exp.metric, reported, reproduced if run else "no run yet", ratio, exp.section, exp.note)
     return table
 
 
@@ -154,9 +159,14 @@ def _collect_one(path: Path, results_dir: Path) -> SpecReport:
         report.analysis = analyze_saved(saved)
         report.notes.extend(report.analysis.notes)
         report.figures = sorted(p.name for p in (run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
+        report.findings = list(report.analysis.findings)
     else:  # what a kind can say from the spec alone (its design against the reported numbers)
-        spec_notes = getattr(kinds.analyzer(spec.kind), "spec_notes", None)
+        analyzer = kinds.analyzer(spec.kind)
+        spec_notes = getattr(analyzer, "spec_notes", None)
         report.notes.extend(spec_notes(spec) if spec_notes else [])
+        report.findings = not_run_findings(spec, getattr(analyzer, "CLAIM_CATALOGUE", {}))
+    if report.findings:
+        report.findings_table = findings_table(report.findings)
     report.expected_table = _expected_table(spec, report.analysis, report.run)
     return report
 
@@ -212,7 +222,7 @@ def _render(reports: list[SpecReport], env, results_dir: Path, out_dir: Path, pr
                 text = env.get_template(f"spec.{ext}.j2").render(r=report, isnan=math.isnan)
                 (stage / f"{report.name}.{ext}").write_text(text, encoding="utf-8")
                 written.append(out_dir / f"{report.name}.{ext}")
-        summaries = []
+        summaries, cross_spec = [], []
         for kind in sorted({r.spec.kind for r in reports}):
             summarizer = kinds.summarizer(kind)
             if summarizer is None:
@@ -226,14 +236,27 @@ def _render(reports: list[SpecReport], env, results_dir: Path, out_dir: Path, pr
             for name, title, tables, notes, figures in pages:
                 figures = [f"figures/{name}/{Path(f).name}" for f in figures]
                 summaries.append(name)
+                cross_spec += [f for t in tables if isinstance(t, FindingsTable) for f in t.findings]
                 for ext in ("md", "tex"):
                     text = env.get_template(f"summary.{ext}.j2").render(kind=kind, title=title, name=name, tables=tables,
                                                                          notes=notes, figures=figures)
                     (stage / f"{name}.{ext}").write_text(text, encoding="utf-8")
                     written.append(out_dir / f"{name}.{ext}")
         others = [r.name for r in reports if r.run and r.run["profile"] != profile]
-        (stage / "README.md").write_text(env.get_template("index.md.j2").render(reports=reports, summaries=summaries,
-                                                                                profile=profile, others=others),
+        every = [f for r in reports for f in r.findings] + cross_spec
+        page = findings_table(every, "Every claim of the reports, one row each", subject=True)
+        for ext in ("md", "tex"):
+            text = env.get_template(f"findings.{ext}.j2").render(table=page, counts=_verdict_counts(every),
+                                                               profile=profile)
+            (stage / f"findings.{ext}").write_text(text, encoding="utf-8")
+            written.append(out_dir / f"findings.{ext}")
+        (stage / RULES_PAGE).write_text(env.get_template("verdict_rules.md.j2").render(rules=RULES), encoding="utf-8")
+        written.append(out_dir / RULES_PAGE)
+        rows = [_index_row(r) for r in reports]
+        (stage / "README.md").write_text(env.get_template("index.md.j2").render(reports=reports, rows=rows,
+                                                                                summaries=summaries, profile=profile,
+                                                                                others=others,
+                                                                                counts=_verdict_counts(every)),
                                          encoding="utf-8")
         (stage / REPORTS_MARKER).write_text("Made by `harness report`; it replaces this folder as a whole.\n",
                                             encoding="utf-8")
@@ -243,6 +266,23 @@ def _render(reports: list[SpecReport], env, results_dir: Path, out_dir: Path, pr
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return written
+
+
+def _verdict_counts(findings: list) -> list[tuple[str, int]]:
+    counts = {v: sum(f.verdict == v for f in findings) for v in VERDICTS}
+    return [(v, n) for v, n in counts.items() if n]
+
+
+def _index_row(report: SpecReport) -> dict:
+    """A spec's line on the index: its headline metric (the kind's first) and how its claims came out."""
+    headline, value = None, None
+    if report.analysis is not None:
+        for key in kinds.analyzer(report.spec.kind).headline_metrics(report.spec):
+            if key in report.analysis.metrics:
+                headline, value = key, report.analysis.metrics[key]
+                break
+    counts = ", ".join(f"{n} {v}" for v, n in _verdict_counts(report.findings))
+    return {"headline": headline, "value": value, "verdicts": counts or "—"}
 
 
 def spec_files(paths: list[Path]) -> list[Path]:

@@ -11,9 +11,14 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from harness import stats
+from harness.claims import findings_for
+from harness.kinds.alignment import claims as alignment_claims
 from harness.kinds.alignment.inject import reference_nll
 from harness.report.tables import Analysis, Column, Table
 from registry.kinds.alignment import QUALITY_LEVELS, AlignmentSpec
+
+
+CLAIM_CATALOGUE = alignment_claims.CATALOGUE
 
 
 def depth_key(fraction: float) -> str:
@@ -25,16 +30,17 @@ def direction_key(source: str, target: str) -> str:
 
 
 def level(spec: AlignmentSpec, record: dict, reference: float) -> str:
-    """The report's qualitative scale from the automatic scores (thresholds in spec.quality)."""
+    """The report's qualitative scale from the automatic scores (this project's thresholds, spec.quality): the worse
+    of the perplexity reading and the repetition reading, so repetition can only lower a level."""
     if record["nll"] is None:
         return "empty"
     if record["repetition"] >= spec.quality.loop_repetition:
         return "token loop"
     ratio = math.exp(record["nll"] - reference)
-    for name, bound in zip(QUALITY_LEVELS, spec.quality.thresholds):
-        if ratio <= bound:
-            return name
-    return "garbage"
+    by_perplexity = next((i for i, bound in enumerate(spec.quality.thresholds) if ratio <= bound), 4)
+    # repetition above thresholds[k] caps the level at k + 1 (0 fluent, 1 partial sentences, ...)
+    by_repetition = sum(record["repetition"] > bound for bound in spec.quality.repetition_thresholds)
+    return QUALITY_LEVELS[max(by_perplexity, by_repetition)]
 
 
 def headline_metrics(spec: AlignmentSpec) -> list[str]:
@@ -110,18 +116,27 @@ def analyze(spec: AlignmentSpec, records: list[dict], curves: list[dict] | None 
         first = next((r for r in rows if r["prompt_index"] == 0), None)
         if first is not None:
             examples.add(f"{src} -> {tgt}", fraction, map_name, level(spec, first, ref), _quote(first["text"]))
-    analysis.tables += [baseline, grid, examples, _findings(spec, groups, reference, fits)]
+    analysis.tables += [baseline, grid, examples]
+    adapter_runs = {}
     if curves:
         epochs = [_typed(c) for c in curves if c.get("event") == "epoch"]
         by_adapter = defaultdict(list)  # (adapter, direction) -> its epoch rows, in run order
         for c in epochs:
             by_adapter[(c["adapter"], c["direction"])].append(c)
         analysis.tables.append(_epochs(spec, epochs, by_adapter, curves, analysis))
-        analysis.tables.append(_adapter_findings(by_adapter, analysis))
+        for (name, direction), rows in by_adapter.items():
+            for row in rows:
+                seed = int(row.get("seed", spec.seed))
+                adapter_runs.setdefault(f"{name} ({row['type']}), {direction}, seed {seed}", {})[row["epoch"]] = row
         for (name, direction), rows in by_adapter.items():
             start = [c for c in rows if c["epoch"] == 0]
             if start:
                 analysis.set(f"{name}.{direction}.start_val_loss", start[0]["val_loss"])
+    shifts = [abs(r["cka_after"] - r["cka_before"]) for (_, _, m, _), r in fits.items() if m == "procrustes"]
+    levels = {(direction_key(r["source"], r["target"]), r["map"], r["layer_fraction"], r["prompt_index"]):
+              level(spec, r, reference[r["target"]]) for r in generations if r["condition"] == "injected"}
+    analysis.findings = findings_for(spec, CLAIM_CATALOGUE, alignment_claims.ClaimData(
+        levels, sorted(spec.layers), max(shifts) if shifts else None, adapter_runs))
     held = next(iter(fits.values()), {})
     analysis.notes += [
         "Layer L is the residual stream entering block L (0 = embedding output, n = the last block's output before "
@@ -140,13 +155,19 @@ def analyze(spec: AlignmentSpec, records: list[dict], curves: list[dict] | None 
         "Linear CKA is invariant to orthogonal maps and isotropic scaling, so Procrustes cannot change it where the map "
         "is square (CKA before = after); it can only move the non-invariant metrics (cosine, relative MSE) and the "
         "generations. Where the widths differ, a semi-orthogonal map into the wider space keeps CKA too.",
-        f"Levels: a generation whose repetition rate (share of tokens repeating an earlier bigram) is at least "
-        f"{spec.quality.loop_repetition:g} is a token loop; otherwise r = exp(its NLL under the target reading the prompt "
-        f"natively - the target's mean NLL of its own greedy continuations): r <= {spec.quality.thresholds[0]:g} fluent, "
+        f"Levels (this project's scale; the report judged by eye): a generation whose repetition rate (share of tokens "
+        f"repeating an earlier bigram) is at least {spec.quality.loop_repetition:g} is a token loop. Otherwise its level "
+        f"is the worse of two readings. Perplexity: r = exp(its NLL under the target reading the prompt natively - the "
+        f"target's mean NLL of its own greedy continuations), r <= {spec.quality.thresholds[0]:g} fluent, "
         f"<= {spec.quality.thresholds[1]:g} partial sentences, <= {spec.quality.thresholds[2]:g} some coherent phrases, "
-        f"<= {spec.quality.thresholds[3]:g} fragments, else garbage. These thresholds are this project's; the report "
-        "judged by eye. The reference is the target's own greedy text, the most likely continuation it can produce, "
-        "so the scale is strict: any injected text reads as less plausible.",
+        f"<= {spec.quality.thresholds[3]:g} fragments, else garbage. Repetition: above "
+        f"{spec.quality.repetition_thresholds[0]:g} at best partial sentences, above {spec.quality.repetition_thresholds[1]:g} "
+        f"at best some coherent phrases, above {spec.quality.repetition_thresholds[2]:g} at best fragments. So a "
+        "repetitive text, however likely each token is, is never fluent. Fluent: reads like the target's own "
+        "continuation, no repetition; partial sentences: grammatical stretches, some repetition; some coherent "
+        "phrases: a few well-formed phrases; fragments: word pieces or much repetition; garbage: unrelated tokens; "
+        "token loop: one short phrase repeated. The reference is the target's own greedy text, the most likely "
+        "continuation it can produce, so the scale is strict: any injected text reads as less plausible.",
         "Raw cosine and relative MSE reward a map for adding the target's mean; centred cosine and R² (1 - squared error "
         "relative to predicting the held-out targets' mean) do not. Intervals over five prompts come from a "
         "percentile bootstrap, which is too narrow with so few values: read them as rough.",
@@ -154,79 +175,8 @@ def analyze(spec: AlignmentSpec, records: list[dict], curves: list[dict] | None 
     return analysis
 
 
-FAILED = {"garbage", "fragments", "token loop", "empty"}
-
-
 def _log_ratios(rows: list[dict], ref: float) -> dict[int, float]:
     return {r["prompt_index"]: r["nll"] - ref for r in rows if r["nll"] is not None}
-
-
-def _findings(spec: AlignmentSpec, groups: dict, reference: dict, fits: dict) -> Table:
-    """The report's section-1 findings, each with this run's statistic and a verdict by a stated rule."""
-    table = Table("findings", "The report's findings (section 1) against this run, per direction. Rules: 'fails' is "
-                  "reproduced when at least 80% of the no-map generations are garbage, fragments, loops or empty; "
-                  "'middle layers do best' when the lowest mean log ppl ratio is at a depth strictly between 0.25 "
-                  "and 1 and its 95% bootstrap interval lies below those of the shallowest and deepest layers (not "
-                  "reproduced when an end layer's interval lies below every middle one's); 'token loop' when most "
-                  "last-layer generations loop; 'Procrustes fails' is not reproduced when Procrustes lowers the log "
-                  "ratio at some depth (paired over prompts, the 95% bootstrap interval of the difference below 0)",
-                  [Column("finding", align="l"), Column("direction", align="l"), Column("this run", align="l"),
-                   Column("verdict", align="l")])
-    for src, tgt in spec.directions():
-        ref = reference[tgt]
-        rows = {(m, f): groups.get((src, tgt, m, f), []) for m in spec.maps for f in spec.layers}
-        direction = f"{src} -> {tgt}"
-        if "none" in spec.maps:
-            none = [r for f in spec.layers for r in rows[("none", f)]]
-            failed = sum(level(spec, r, ref) in FAILED for r in none)
-            share = failed / len(none) if none else float("nan")
-            table.add("Without a map, injection fails at every layer (garbage, fragments or loops)", direction,
-                      f"{failed}/{len(none)} generations at garbage, fragments, token loop or empty",
-                      "reproduced in kind" if share >= 0.8 else "not reproduced")
-            means = {f: float(np.mean(list(_log_ratios(rows[("none", f)], ref).values()))) for f in spec.layers
-                     if _log_ratios(rows[("none", f)], ref)}
-            if len(means) >= 3:
-                best = min(means, key=means.get)
-                cis = {f: stats.bootstrap_mean_interval(list(_log_ratios(rows[("none", f)], ref).values()), seed=spec.seed)
-                       for f in means}
-                ends = [min(means), max(means)]
-                middles = [f for f in means if 0.25 < f < 1.0]
-                verdict = ("not testable at this scale (no depth strictly between 0.25 and 1)" if not middles else
-                           "reproduced in kind" if best in middles and all(cis[best][1] < cis[e][0] for e in ends) else
-                           "not reproduced" if best in ends and all(cis[best][1] < cis[f][0] for f in middles) else
-                           "not testable at this scale (intervals over the prompts overlap)")
-                table.add("Without a map, middle layers (16-24 of 32) do best", direction,
-                          f"lowest mean log ppl ratio at depth {best:g} ({means[best]:.2f}, CI "
-                          f"[{cis[best][0]:.2f}, {cis[best][1]:.2f}])", verdict)
-            last = rows[("none", max(spec.layers))]
-            if max(spec.layers) == 1.0 and last:
-                loops = sum(level(spec, r, ref) == "token loop" for r in last)
-                table.add("Injecting the last layer collapses into a token loop", direction,
-                          f"{loops}/{len(last)} token loops at depth 1", "reproduced in kind" if loops * 2 > len(last)
-                          else "not reproduced")
-        if {"none", "procrustes"} <= set(spec.maps):
-            better, worse, tested = [], [], 0
-            for f in spec.layers:
-                a, b = _log_ratios(rows[("none", f)], ref), _log_ratios(rows[("procrustes", f)], ref)
-                diffs = [b[i] - a[i] for i in a if i in b]
-                if len(diffs) >= 2:
-                    tested += 1
-                    low, high = stats.bootstrap_mean_interval(diffs, seed=spec.seed)
-                    (better if high < 0 else worse if low > 0 else []).append(f)
-            table.add("Procrustes does not rescue injection ('Procrustes fails')", direction,
-                      f"Procrustes lowers the log ppl ratio at depths {better or 'none'} and raises it at "
-                      f"{worse or 'none'} (paired over prompts, 95% bootstrap)",
-                      "not reproduced" if better else "reproduced in kind" if tested else
-                      "not testable at this scale (fewer than two prompts per depth)")
-            shifts = [abs(r["cka_after"] - r["cka_before"]) for (s_, t_, m, _), r in fits.items()
-                      if (s_, t_, m) == (src, tgt, "procrustes")]
-            narrowing = max(shifts, default=0.0) > 1e-6  # only a map from a wider source (a projection) moves it
-            table.add("CKA would show Procrustes' effect (the report's plan)", direction,
-                      f"largest |CKA after - before| over the Procrustes rows: {max(shifts, default=float('nan')):.4f}",
-                      "design consequence (linear CKA is invariant to orthogonal maps" +
-                      ("; a map from a wider source also projects, which moves CKA a little)" if narrowing
-                       else ")"))
-    return table
 
 
 def _quote(text: str) -> str:
@@ -275,47 +225,6 @@ def _epochs(spec: AlignmentSpec, epochs: list[dict], groups: dict, curves: list[
                 for metric in ("cka", "cosine", "relative_mse", "log_ppl_ratio"):
                     analysis.set(f"{key}.{depth_key(c['layer_fraction'])}.{metric}", c.get(metric))
     _reported_batches(spec, curves, analysis)
-    return table
-
-
-def _adapter_findings(groups: dict, analysis: Analysis) -> Table:
-    """The report's section-2 readings of its training log, against each adapter's per-epoch validation."""
-    table = Table("adapter_findings", "The report's adapter findings (section 2 and 'Critical question') against this "
-                  "run. Rules: 'stable contrastive loss' is reproduced when the last epoch's validation InfoNCE is within "
-                  "0.05 of ln(batch), i.e. at chance; 'epoch 1 does most, then a plateau' when the validation loss falls "
-                  "in epoch 1 and epoch 2 takes off less than a quarter of that; 'converges by epoch 5-7' when the "
-                  "lowest validation loss falls in epochs 5-7 and early stopping then fires (epoch 0 is the starting "
-                  "map, before any update)",
-                  [Column("finding", align="l"), Column("adapter, direction", align="l"), Column("this run", align="l"),
-                   Column("verdict", align="l")])
-    for (name, direction), rows in groups.items():
-        by_epoch = {c["epoch"]: c for c in rows}
-        label = f"{name} ({rows[0]['type']}), {direction}"
-        last = by_epoch[max(by_epoch)]
-        nce = last.get("infonce_minus_chance")
-        if nce is not None:
-            table.add("Contrastive loss 'stable at ~2.98' = ln 20: chance", label,
-                      f"InfoNCE - ln B at epoch {last['epoch']}: {nce:+.3f}",
-                      "reproduced in kind (the term stays at chance)" if abs(nce) < 0.05 else
-                      "not reproduced (the term leaves chance)")
-        if {0, 1, 2} <= set(by_epoch):
-            drop1 = by_epoch[0]["val_loss"] - by_epoch[1]["val_loss"]
-            drop2 = by_epoch[1]["val_loss"] - by_epoch[2]["val_loss"]
-            analysis.set(f"{name}.{direction}.val_drop_epoch1", drop1)
-            analysis.set(f"{name}.{direction}.val_drop_epoch2", drop2)
-            table.add("Epoch 1 does most of the work, epoch 2 plateaus (-28% then <1%)", label,
-                      f"validation loss {by_epoch[0]['val_loss']:.3f} -> {by_epoch[1]['val_loss']:.3f} -> "
-                      f"{by_epoch[2]['val_loss']:.3f}",
-                      "reproduced in kind" if drop1 > 0 and drop2 < 0.25 * drop1 else "not reproduced")
-        fired = [c["epoch"] for c in rows if c["stopped"]]
-        best = min(by_epoch.values(), key=lambda c: c["val_loss"])["epoch"]
-        table.add("Converges by epoch 5-7 (early stopping would save 40-50%)", label,
-                  f"lowest validation loss at epoch {best}" + (f"; early stopping fired after epoch {fired[0]}" if fired
-                                                              else f"; no early stop in {max(by_epoch)} epochs"),
-                  "not reproduced (no epoch beat the starting map)" if best == 0 else
-                  "reproduced in kind" if fired and 5 <= best <= 7 else
-                  "not testable at this scale (fewer epochs than the claim needs)" if max(by_epoch) < 7 else
-                  "not reproduced")
     return table
 
 

@@ -3,15 +3,17 @@ McNemar tests, soft-token statistics and training summaries, all recomputed from
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 
 import numpy as np
 
 from harness import stats
+from harness.claims import findings_for
+from harness.kinds.bridge import claims as bridge_claims
 from harness.kinds.bridge import lineage
 from harness.kinds.bridge.answers import judge
-from harness.report.tables import Analysis, Column, Table, percent, reported_text
-from registry.errors import SpecError
+from harness.report.tables import Analysis, Column, Table, merge_seeds, percent, reported_text
 from registry.kinds.bridge import CONTINUATION_SET, PASSKEY, SEEDED_METHODS, BridgeSpec
 
 METHOD_NAMES = {
@@ -21,6 +23,8 @@ METHOD_NAMES = {
     "random": "Random chance",
 }
 SCORINGS = {"generation": "generation", "scored": "scored"}
+CLAIM_CATALOGUE = bridge_claims.CATALOGUE  # the claims a bridge spec may list (for pages of specs not run yet)
+SELECTION_SET = "selection"  # the `set` of a selection run's records (development items, never evaluation items)
 
 
 def first_expected(spec) -> dict:
@@ -69,7 +73,10 @@ def _set_accuracy(out: Analysis, key: str, hits: list[bool]) -> str:
 
 def headline_metrics(spec: BridgeSpec) -> list[str]:
     """Metrics every complete run must have: each method's generation accuracy (and scored accuracy
-    where the task has labels to score)."""
+    where the task has labels to score); a selection run's chosen settings."""
+    if spec.selection is not None:
+        return ["selection.chosen.sender_layer", "selection.chosen.lr"] + (
+            ["selection.chosen.prompt_tuning_lr"] if spec.selection.prompt_tuning_lrs else [])
     scored = spec.task.task_type in ("classification", "multiple_choice")
     return [f"{m}.{s}.accuracy" for m in spec.evaluation.methods
             for s in (("generation", "scored") if scored else ("generation",))]
@@ -90,22 +97,217 @@ def seed_views(records: list[dict]) -> dict:
     return views
 
 
+def selection_results(spec: BridgeSpec, records: list[dict]) -> list[dict]:
+    """Every setting a selection run tried, in grid order: {method, setting, hits (per development item), ...}."""
+    grouped: dict[str, dict] = {}
+    for r in records:
+        if r.get("set") != SELECTION_SET:
+            continue
+        setting = r["setting"]
+        key = json.dumps(setting, sort_keys=True)
+        entry = grouped.setdefault(key, {"setting": setting, "method": setting["method"], "hits": {}, "items": 0})
+        entry["items"] += 1
+        for scoring in SCORINGS:
+            if scoring in r["result"]:
+                entry["hits"].setdefault(scoring, []).append(judge(spec.task.task_type, r, r["result"][scoring]))
+    return list(grouped.values())
+
+
+def chosen_settings(spec: BridgeSpec, records: list[dict]) -> dict:
+    """The winners of a selection run: the bridge's (sender layer, lr) and prompt tuning's lr with the best
+    development accuracy under `selection.scoring`; a tie goes to the earlier grid entry."""
+    scoring = spec.selection.scoring
+    best: dict[str, tuple[float, dict]] = {}
+    for entry in selection_results(spec, records):
+        accuracy = float(np.mean(entry["hits"][scoring]))
+        if entry["method"] not in best or accuracy > best[entry["method"]][0]:
+            best[entry["method"]] = (accuracy, entry["setting"])
+    chosen = {}
+    if "bridge" in best:
+        chosen.update(sender_layer=best["bridge"][1]["sender_layer"], lr=best["bridge"][1]["lr"])
+    if "prompt_tuning" in best:
+        chosen["prompt_tuning_lr"] = best["prompt_tuning"][1]["lr"]
+    return chosen
+
+
+def _analyze_selection(spec: BridgeSpec, records: list[dict]) -> Analysis:
+    out = Analysis()
+    entries = selection_results(spec, records)
+    chosen = chosen_settings(spec, records)
+    n = entries[0]["items"] if entries else 0
+    table = Table("selection", f"Selection on {n} development items (carved from the training split; the evaluation "
+                  f"items are never read): accuracy of every setting, 95% Wilson intervals", [
+        Column("Method", align="l"), Column("Sender layer", align="r"), Column("Learning rate", align="r"),
+        Column("Scored", align="r"), Column("Generation", align="r"), Column("Chosen", align="l")],
+        caption=f"One training seed ({spec.training_seeds()[0]}) per setting, {spec.training.steps} steps at batch "
+                f"{spec.training.batch_size}. The best {spec.selection.scoring} accuracy wins; a tie goes to the "
+                "earlier setting in the grid. Differences inside the intervals are noise: the choice is a "
+                "pre-declared rule applied to development items, not a claim that the winner is better.")
+    for entry in entries:
+        setting, method = entry["setting"], entry["method"]
+        cells = []
+        for scoring in ("scored", "generation"):
+            hits = entry["hits"].get(scoring)
+            cells.append(_with_ci(sum(hits), len(hits)) if hits else None)
+            if hits:
+                layer = f".layer{setting['sender_layer']}" if "sender_layer" in setting else ""
+                out.set(f"selection.{method}{layer}.lr{setting['lr']:g}.{scoring}.accuracy", float(np.mean(hits)))
+        won = (method == "bridge" and setting.get("sender_layer") == chosen.get("sender_layer")
+               and setting["lr"] == chosen.get("lr")) or (method == "prompt_tuning"
+                                                          and setting["lr"] == chosen.get("prompt_tuning_lr"))
+        table.add(METHOD_NAMES[method], setting.get("sender_layer"), f"{setting['lr']:g}", *cells, "yes" if won else "")
+    out.tables.append(table)
+    for key, value in chosen.items():
+        out.set(f"selection.chosen.{key}", float(value))
+    out.set("n_items", n)
+    out.notes.append("This project's selection run: the chosen values are what every local bridge spec uses "
+                     "(specs/base/bridge.yaml); no report gives them.")
+    return out
+
+
 def analyze(spec: BridgeSpec, records: list[dict], curves: list[dict] | None = None) -> Analysis:
-    """The first training seed's tables (the report's protocol: one run), then the spread across seeds,
-    and, where the spec asks for it, zero-shot continuation scoring of both models."""
+    """Every training seed together: each seed's tables as a one-seed run gives them, merged (the all-seed mean is
+    the headline, every seed's value beside it), the accuracy of every method over all seeds, the paired tests of
+    the bridge against each baseline clustered by item over the seeds, and the claims engine's findings on the
+    report's claims; where the spec asks for it, zero-shot continuation scoring of both models."""
+    if spec.selection is not None:
+        return _analyze_selection(spec, records)
     scored = [r for r in records if r.get("set") == CONTINUATION_SET]
     records = [r for r in records if r.get("set") != CONTINUATION_SET]
     views = seed_views(records)
-    first = next(iter(views))
-    out = _analyze_view(spec, views[first], curves)
-    out.set("n_items", len(views[first]))
-    if len(views) > 1:
-        out.tables.insert(1, _across_seeds(spec, views, out))
-        out.notes.append(f"Trained methods ran with {len(views)} training seeds ({', '.join(map(str, views))}); the "
-                         f"accuracy, McNemar and per-class tables show seed {first}, the 'Across seeds' table all of them.")
+    seeds = list(views)
+    by_seed = {s: [r for r in (curves or []) if r.get("seed") in (s, None) or len(seeds) == 1] for s in seeds}
+    per_seed = {s: _analyze_view(spec, views[s], by_seed[s]) for s in seeds}
+    out = merge_seeds(per_seed, rebuilt=("accuracy",))
+    out.outcomes = _merge_outcomes(per_seed)
+    out.tables.insert(0, _accuracy_table(spec, views, out))
+    paired = _paired_table(spec, out)
+    if paired.rows:  # a bridge-only spec (the GSM8K lineage) has no baseline to pair with
+        out.tables.insert(1, paired)
+    out.set("n_items", len(views[seeds[0]]))
+    if len(seeds) > 1:
+        out.notes.insert(0, f"Trained methods ran with {len(seeds)} training seeds ({', '.join(map(str, seeds))}) on the "
+                            "same items; every number leads with all seeds together (seeded methods: the mean over "
+                            "seeds), each seed's value beside it. Text baselines, the relay and chance are "
+                            "deterministic and ran once.")
     if scored:
-        out.tables.insert(1, _continuation_table(spec, scored, len(views[first]), out))
+        out.tables.insert(1, _continuation_table(spec, scored, len(views[seeds[0]]), out))
+    out.findings = findings_for(spec, bridge_claims.CATALOGUE, bridge_claims.ClaimData(spec, out))
     return out
+
+
+def _merge_outcomes(per_seed: dict) -> dict:
+    """name -> seed -> item -> outcome over every seed's view; a deterministic method's outcomes are kept once,
+    under the first seed (every view holds the same copy)."""
+    seeds = list(per_seed)
+    merged: dict[str, dict] = {}
+    for seed, analysis in per_seed.items():
+        for name, by_item in analysis.outcomes.items():
+            method = name.split(".")[0]
+            if method in SEEDED_METHODS or method == "bridge" or seed == seeds[0]:
+                merged.setdefault(name, {})[seed] = by_item
+    return merged
+
+
+def _accuracy_table(spec: BridgeSpec, views: dict, out: Analysis) -> Table:
+    """Every method's accuracy over all seeds. Deterministic methods: a 95% Wilson interval over the items. Seeded
+    methods with several seeds: the mean over seeds with a Student t interval across them (the spread of training),
+    every seed's accuracy and its Wilson interval beside it."""
+    seeds = list(views)
+    first = views[seeds[0]]
+    methods = [m for m in spec.evaluation.methods if first and m in first[0]]
+    passkey = spec.task.task_type == PASSKEY
+    n = len(first)
+    expected = first_expected(spec)
+    table = Table("accuracy", f"Accuracy on the same {n} evaluation items, every training seed together", [
+        Column("Method", align="l"), Column("Seeds", "d"), Column("Generation", align="r"), Column("Invalid", ".1%"),
+        *([Column("Digit accuracy", ".1%")] if passkey else [Column("Scored (argmax log-likelihood)", align="r")]),
+        Column("Per seed (generation, Wilson 95%)", align="l"), Column("Reported", align="r")],
+        caption="Generation: greedy output parsed to an answer (invalid = no answer found). Scored: the label whose "
+                "verbalizer (plus terminator) has the highest log-likelihood. A method trained with several seeds "
+                "shows the mean over seeds with a 95% t interval across seeds (clipped to [0, 1]); a deterministic "
+                "one, or one seed, a 95% Wilson interval over the items. Reported: the seed report's number.")
+    for method in methods:
+        own = [s for s in seeds if method in views[s][0]] if method in SEEDED_METHODS else seeds[:1]
+        cells = []
+        for scoring in ("generation",) + (() if passkey else ("scored",)):
+            hits = {s: _correct(spec, views[s], method, scoring) for s in own}
+            if any(h is None for h in hits.values()):
+                cells.append(None)
+                continue
+            cells.append(_all_seed_cell(out, f"{method}.{scoring}", hits))
+        invalid = float(np.mean([r[method]["generation"] is None for s in own for r in views[s]]))
+        per_seed = " / ".join(f"{s}: {_with_ci(sum(h), len(h))}" for s in own
+                              for h in [_correct(spec, views[s], method, "generation")]) if len(own) > 1 else None
+        digits = out.metrics.get(f"{method}.generation.digit_accuracy") if passkey else None
+        reported = expected.get(f"{method}.generation.accuracy")
+        table.add(METHOD_NAMES[method], len(own), cells[0], invalid if method != "random" else None,
+                  digits if passkey else cells[1], per_seed, percent(reported) if isinstance(reported, float) else None)
+    return table
+
+
+def _all_seed_cell(out: Analysis, key: str, hits: dict) -> str:
+    """Set `<key>.accuracy` (mean over seeds) and its interval (t across seeds, or Wilson for one seed)."""
+    accs = [float(np.mean(h)) for h in hits.values()]
+    mean = float(np.mean(accs))
+    if len(accs) > 1:
+        low, high = (min(max(v, 0.0), 1.0) for v in stats.mean_interval(accs))
+        text = f"{100 * mean:.1f}% [{100 * low:.1f}, {100 * high:.1f}] (t over {len(accs)} seeds)"
+    else:
+        (only,) = hits.values()
+        low, high = stats.wilson_interval(sum(only), len(only))
+        text = _with_ci(sum(only), len(only))
+    out.set(f"{key}.accuracy", mean)
+    out.set(f"{key}.ci_low", low)
+    out.set(f"{key}.ci_high", high)
+    return text
+
+
+def _paired_table(spec: BridgeSpec, out: Analysis) -> Table:
+    """The bridge against each baseline on the same items: the paired test over all seeds (clustered by item) and
+    McNemar per seed. Descriptive: the verdicts on the report's claims are in the findings table."""
+    table = Table("paired", "Bridge vs each baseline on the same items: paired tests over every seed", [
+        Column("Baseline", align="l"), Column("Scoring", align="l"), Column("Bridge", ".1%"), Column("Baseline ", ".1%"),
+        Column("Δ (pts)", "+.1f"), Column("p, all seeds", ".3g"), Column("Test", align="l"),
+        Column("McNemar p per seed (b/c)", align="l")],
+        caption="All seeds: each item is one unit, its difference the bridge's outcome averaged over its seeds minus "
+                "the baseline's (McNemar's exact test for a single seed of both, else the sign-flip test). Per seed: "
+                "McNemar on that seed's paired predictions, b = items only the bridge got right, c = only the "
+                "baseline. Unadjusted: this table describes; each claim is tested on its own in the findings.")
+    bridge_rows = {k: v for k, v in out.outcomes.items() if k.startswith("bridge.") and k.count(".") == 1}
+    for scoring in SCORINGS:
+        bridge = bridge_rows.get(f"bridge.{scoring}")
+        if not bridge:
+            continue
+        for name, other in out.outcomes.items():
+            method, _, rest = name.partition(".")
+            if rest != scoring or method in ("bridge", "random"):
+                continue
+            items = sorted(set.intersection(*[set(v) for v in (*bridge.values(), *other.values())]))
+            d = [np.mean([bridge[s][i] for s in bridge]) - np.mean([other[s][i] for s in other]) for i in items]
+            single = len(bridge) == 1 and len(other) == 1
+            test = stats.paired_difference_test(d, binary_single=single)
+            key = f"paired.{method}.{scoring}"
+            out.set(f"{key}.pvalue", test.pvalue)
+            out.set(f"{key}.difference", test.mean_difference)
+            per_seed = []
+            for seed in bridge:
+                theirs = other.get(seed, next(iter(other.values())))
+                m = stats.mcnemar_test([bool(bridge[seed][i]) for i in items], [bool(theirs[i]) for i in items])
+                out.set(f"{key}.seed_{seed}.pvalue", m.pvalue)
+                per_seed.append(f"{seed}: {m.pvalue:.2g} ({m.b}/{m.c})")
+            a = float(np.mean([np.mean([bridge[s][i] for s in bridge]) for i in items]))
+            b = float(np.mean([np.mean([other[s][i] for s in other]) for i in items]))
+            table.add(METHOD_NAMES[method], scoring, a, b, 100 * test.mean_difference, test.pvalue, test.method,
+                      "; ".join(per_seed))
+    texts = [m for m in ("sender_text", "receiver_text") if f"paired.{m}.generation.pvalue" in out.metrics]
+    if len(texts) == 2 and "bridge.generation.accuracy" in out.metrics:  # §86's "bridge vs best model", all seeds
+        better = max(texts, key=lambda m: out.metrics[f"{m}.generation.accuracy"])
+        out.facts["super_additivity.better_text"] = better
+        out.set("super_additivity.margin", out.metrics["bridge.generation.accuracy"]
+                - out.metrics[f"{better}.generation.accuracy"])
+        out.set("super_additivity.pvalue", out.metrics[f"paired.{better}.generation.pvalue"])
+    return table
 
 
 def _continuation_table(spec: BridgeSpec, rows: list[dict], n_eval: int, out: Analysis) -> Table:
@@ -133,61 +335,12 @@ def _continuation_table(spec: BridgeSpec, rows: list[dict], n_eval: int, out: An
     return table
 
 
-def _across_seeds(spec: BridgeSpec, views: dict, out: Analysis) -> Table:
-    """Per-seed accuracy of each seeded method, the mean with a t interval across seeds, and McNemar per seed."""
-    seeds = list(views)
-    first = seeds[0]
-    scorings = ["generation"] + (["scored"] if spec.task.task_type != PASSKEY else [])
-    table = Table("seeds", f"Across training seeds ({len(seeds)} seeds, same {len(views[first])} items)", [
-        Column("Method", align="l"), Column("Scoring", align="l"),
-        *[Column(f"seed {s}", ".1%") for s in seeds], Column("Mean", ".1%"), Column("SD", ".1%"),
-        Column("95% CI across seeds", align="l"), Column(f"Wilson 95% (seed {first})", align="l"),
-        Column("McNemar p vs best text baseline, per seed", align="l")],
-        caption="Seeded methods (bridge, noise soft tokens, prompt tuning) are retrained per seed; text baselines are "
-                "deterministic and evaluated once. The across-seed interval is Student's t on the per-seed accuracies "
-                "(the spread of training; clipped to [0, 1]), the Wilson interval is over items for one seed (the spread of sampling "
-                "items). McNemar pairs the method with the best text baseline of the first seed on the same items.")
-    text_methods = [m for m in views[first][0] if m in METHOD_NAMES and m not in SEEDED_METHODS and m != "random"]
-    for method in (m for m in SEEDED_METHODS if m in views[first][0]):
-        for scoring in scorings:
-            per_seed = {s: _correct(spec, views[s], method, scoring) for s in seeds}
-            if any(v is None for v in per_seed.values()):
-                continue
-            accs = [float(np.mean(per_seed[s])) for s in seeds]
-            key = f"{method}.{scoring}.accuracy"
-            for s, acc in zip(seeds, accs):
-                out.set(f"{key}.seed_{s}", acc)
-            mean, sd = float(np.mean(accs)), float(np.std(accs, ddof=1))
-            low, high = (min(max(v, 0.0), 1.0) for v in stats.mean_interval(accs))
-            out.set(f"{key}.seed_mean", mean)
-            out.set(f"{key}.seed_sd", sd)
-            out.set(f"{key}.seed_ci_low", low)
-            out.set(f"{key}.seed_ci_high", high)
-            baselines = {m: _correct(spec, views[first], m, scoring) for m in text_methods}
-            baselines = {m: v for m, v in baselines.items() if v is not None}
-            tests = ""
-            if baselines:
-                best = max(baselines, key=lambda m: np.mean(baselines[m]))
-                pvalues = []
-                for s in seeds:
-                    test = stats.mcnemar_test(per_seed[s], baselines[best])
-                    out.set(f"mcnemar.seed_{s}.{method}.{best}.{scoring}.pvalue", test.pvalue)
-                    pvalues.append(f"{test.pvalue:.2g}")
-                tests = f"vs {METHOD_NAMES[best]}: " + " / ".join(pvalues)
-            hits = per_seed[first]
-            table.add(METHOD_NAMES[method], scoring, *accs, mean, sd,
-                      f"[{100 * low:.1f}, {100 * high:.1f}]" if low == low else None,
-                      _with_ci(sum(hits), len(hits)), tests)
-    return table
-
-
 def _analyze_view(spec: BridgeSpec, records: list[dict], curves: list[dict] | None = None) -> Analysis:
     out = Analysis()
     methods = [m for m in spec.evaluation.methods if records and m in records[0]]
     n = len(records)
     expected = first_expected(spec)
     passkey = spec.task.task_type == PASSKEY
-    correct: dict[tuple[str, str], list[bool]] = {}
 
     accuracy = Table("accuracy", f"Accuracy on the same {n} evaluation items (95% Wilson intervals)", [
         Column("Method", align="l"), Column("Generation", align="r"), Column("Invalid", ".1%"),
@@ -197,15 +350,17 @@ def _analyze_view(spec: BridgeSpec, records: list[dict], curves: list[dict] | No
                 "verbalizer (plus terminator) has the highest log-likelihood. Reported: the seed report's number.")
     for method in methods:
         gen = _correct(spec, records, method, "generation")
-        correct[(method, "generation")] = gen
-        out.per_item[method] = {r["id"]: hit for r, hit in zip(records, gen)}
+        out.outcomes[f"{method}.generation"] = {r["id"]: float(hit) for r, hit in zip(records, gen)}
+        out.outcomes[f"{method}.valid"] = {r["id"]: r[method]["generation"] is not None for r in records}
         invalid = float(np.mean([r[method]["generation"] is None for r in records]))
         gen_cell = _set_accuracy(out, f"{method}.generation", gen)
         if method != "random":
             out.set(f"{method}.generation.invalid_rate", invalid)
         cells = [METHOD_NAMES[method], gen_cell, invalid if method != "random" else None]
         if passkey:
-            digits = float(np.mean([_digit_accuracy(r, method) for r in records]))
+            per_item = [_digit_accuracy(r, method) for r in records]
+            out.outcomes[f"{method}.digits"] = {r["id"]: d for r, d in zip(records, per_item)}
+            digits = float(np.mean(per_item))
             out.set(f"{method}.generation.digit_accuracy", digits)
             for position, value in enumerate(_digit_accuracy_by_position(records, method), 1):
                 out.set(f"{method}.generation.digit_accuracy.position_{position}", value)
@@ -213,7 +368,7 @@ def _analyze_view(spec: BridgeSpec, records: list[dict], curves: list[dict] | No
         else:
             scored = _correct(spec, records, method, "scored")
             if scored is not None:
-                correct[(method, "scored")] = scored
+                out.outcomes[f"{method}.scored"] = {r["id"]: float(hit) for r, hit in zip(records, scored)}
             cells.append(_set_accuracy(out, f"{method}.scored", scored) if scored is not None else None)
         reported = expected.get(f"{method}.generation.accuracy")
         cells.append(percent(reported) if isinstance(reported, float) else None)
@@ -221,16 +376,8 @@ def _analyze_view(spec: BridgeSpec, records: list[dict], curves: list[dict] | No
     if not passkey and spec.task.task_type != "generation":
         out.set("chance.accuracy", 1 / len(spec.task.label_names()))
     out.tables.append(accuracy)
-    mcnemar = _mcnemar_table(correct, methods, out)
-    if mcnemar.rows:  # a bridge-only spec (the GSM8K lineage) has no baseline to pair with
-        out.tables.append(mcnemar)
     if spec.task.task_type == "generation":
-        diversity = _prediction_diversity(records, methods, out)
-    findings = _findings_table(spec, methods, out)
-    if findings.rows:
-        out.tables.append(findings)
-    if spec.task.task_type == "generation":
-        out.tables.append(diversity)
+        out.tables.append(_prediction_diversity(records, methods, out))
         if spec.task.number_from == "final":
             out.tables.append(lineage.solution_quality(spec.task.task_type, records, methods, out, METHOD_NAMES))
     bottleneck = lineage.bottleneck(records, out)
@@ -250,87 +397,6 @@ def _analyze_view(spec: BridgeSpec, records: list[dict], curves: list[dict] | No
     if curves:
         out.tables.append(_training_table(curves, out, expected))
     return out
-
-
-# The report's comparative claims. A spec lists those the report makes about its task under `expected` as
-# `claims.<id>` (value "yes", with the section and the report's numbers in the note); the page tests each one.
-CLAIMS = {
-    "bridge_above_text_relay": ("The bridge beats the text relay", ["text_relay"], "above"),
-    "bridge_above_both_texts": ("Super-additive: the bridge beats both models' own zero-shot text",
-                                ["sender_text", "receiver_text"], "above"),
-    "bridge_above_few_shot": ("The bridge beats 5-shot prompting of either model", ["sender_few_shot", "receiver_few_shot"],
-                              "above"),
-    "bridge_above_prompt_tuning": ("The bridge beats prompt tuning on the receiver", ["prompt_tuning"], "above"),
-    "bridge_below_better_text": ("The bridge falls below the better model's own zero-shot text",
-                                 ["sender_text", "receiver_text"], "below"),
-    "answers_collapse": ("The bridge's answers collapse to a few numbers whatever the question", [], "collapse"),
-}
-COLLAPSE_FRACTION = 0.1  # "collapsed": fewer distinct answers than this fraction of the gold answers' distinct values
-# A claim about how the bridge compares with the models' own reading of the text (every claim but the relay's, whose
-# point is that the relay falls to chance) needs baselines that can do the task as prompted: each compared method
-# (for 'falls below', the better one) must score at least this and at least chance.
-TASK_FLOOR = 0.1
-
-
-def _findings_table(spec, methods: list[str], out: Analysis) -> Table:
-    """The report's claims about this task (the spec's `claims.*` entries), each with this run's statistic and a
-    verdict; the verdict is also set as the fact `claims.<id>`, beside the report's "yes"."""
-    table = Table("findings", "The report's claims against this run (generation accuracy). Rules: 'beats' is reproduced "
-                  "in kind when the bridge is more accurate than every method the claim names with McNemar's "
-                  "Holm-adjusted p < 0.05; 'falls below' when it is less accurate than the better of the two with "
-                  "p < 0.05; 'collapse' when the bridge gives fewer distinct answers than "
-                  f"{COLLAPSE_FRACTION:.0%} of the gold answers' distinct values; not reproduced otherwise. Not testable "
-                  f"at this scale when a compared text, few-shot or prompt-tuning baseline (for 'falls below', the "
-                  f"better text) scores under {TASK_FLOOR:.0%} or under chance: the model cannot do the task as "
-                  "prompted (the relay is exempt: its falling to chance is the report's point)",
-                  [Column("claim", align="l"), Column("this run", align="l"), Column("verdict", align="l")])
-    m = out.metrics
-    bridge = m.get("bridge.generation.accuracy")
-
-    def compared(method: str) -> str:
-        return f"{METHOD_NAMES[method]} {percent(m[f'{method}.generation.accuracy'])} (p {m[f'mcnemar.{method}.generation.pvalue_holm']:.2g})"
-
-    for exp in spec.expected:
-        if not exp.metric.startswith("claims."):
-            continue
-        claim_id = exp.metric.removeprefix("claims.")
-        if claim_id not in CLAIMS:
-            raise SpecError(f"unknown claim {claim_id!r} (known: {', '.join(CLAIMS)})", spec.name, "expected")
-        text, others, direction = CLAIMS[claim_id]
-        label = f"{text} (§{exp.section})"
-        if direction == "collapse":
-            distinct, gold = m.get("bridge.distinct_answers"), m.get("gold.distinct_answers")
-            if distinct is None or gold is None:
-                continue
-            held = distinct < COLLAPSE_FRACTION * gold
-            shown = (f"bridge {distinct:.0f} distinct answers (the most common on {m['bridge.top_answer_share']:.0%} of "
-                     f"items) for {gold:.0f} distinct gold answers")
-        else:
-            present = [o for o in others if o in methods and f"mcnemar.{o}.generation.pvalue_holm" in m]
-            if bridge is None or len(present) != len(others):
-                continue
-            if direction == "above":
-                held = all(bridge > m[f"{o}.generation.accuracy"] and m[f"mcnemar.{o}.generation.pvalue_holm"] < 0.05
-                           for o in present)
-                shown = f"bridge {percent(bridge)} vs " + ", ".join(compared(o) for o in present)
-            else:
-                better = max(present, key=lambda o: m[f"{o}.generation.accuracy"])
-                held = bridge < m[f"{better}.generation.accuracy"] and m[f"mcnemar.{better}.generation.pvalue_holm"] < 0.05
-                shown = f"bridge {percent(bridge)} vs the better, " + compared(better)
-        verdict = "reproduced in kind" if held else "not reproduced"
-        floor = max(TASK_FLOOR, m.get("chance.accuracy", 0))
-        baselines = [better] if direction == "below" else [o for o in others if o != "text_relay"]
-        if any(m[f"{o}.generation.accuracy"] < floor for o in baselines):
-            verdict = "not testable at this scale"
-        out.facts[exp.metric] = verdict
-        table.add(label, shown, verdict)
-    texts = [o for o in ("sender_text", "receiver_text") if f"mcnemar.{o}.generation.pvalue_holm" in m]
-    if bridge is not None and len(texts) == 2:  # §86's "bridge vs best model", as a number the report gives
-        better = max(texts, key=lambda o: m[f"{o}.generation.accuracy"])
-        out.facts["super_additivity.better_text"] = better
-        out.set("super_additivity.margin", bridge - m[f"{better}.generation.accuracy"])
-        out.set("super_additivity.pvalue_holm", m[f"mcnemar.{better}.generation.pvalue_holm"])
-    return table
 
 
 def _prediction_diversity(records: list[dict], methods: list[str], out: Analysis) -> Table:
@@ -366,35 +432,6 @@ def _digit_accuracy_by_position(records: list[dict], method: str) -> list[float]
 def _digit_accuracy(record: dict, method: str) -> float:
     guess = (record[method]["generation"] or "").ljust(len(record["answer"]))[: len(record["answer"])]
     return sum(a == b for a, b in zip(record["answer"], guess)) / len(record["answer"])
-
-
-def _mcnemar_table(correct: dict, methods: list[str], out: Analysis) -> Table:
-    table = Table("mcnemar", "Bridge vs each baseline: McNemar's test on paired predictions", [
-        Column("Baseline", align="l"), Column("Scoring", align="l"), Column("Bridge", ".1%"), Column("Baseline ", ".1%"),
-        Column("Bridge only right (b)", "d"), Column("Baseline only right (c)", "d"), Column("Test", align="l"),
-        Column("p", ".3g"), Column("p (Holm)", ".3g")],
-        caption="Exact binomial test when b + c < 25, otherwise chi-square with continuity correction. Holm "
-                "adjustment across all comparisons in this table.")
-    rows, pvalues = [], []
-    for scoring in SCORINGS:
-        bridge = correct.get(("bridge", scoring))
-        if bridge is None:
-            continue
-        for method in methods:
-            other = correct.get((method, scoring))
-            if method == "bridge" or other is None:
-                continue
-            test = stats.mcnemar_test(bridge, other)
-            rows.append((method, scoring, float(np.mean(bridge)), float(np.mean(other)), test))
-            pvalues.append(test.pvalue)
-    for (method, scoring, acc_b, acc_o, test), adjusted in zip(rows, stats.adjust_pvalues(pvalues)):
-        key = f"mcnemar.{method}.{scoring}"
-        out.set(f"{key}.pvalue", test.pvalue)
-        out.set(f"{key}.pvalue_holm", adjusted)
-        out.set(f"{key}.b", test.b)
-        out.set(f"{key}.c", test.c)
-        table.add(METHOD_NAMES[method], scoring, acc_b, acc_o, test.b, test.c, test.method, test.pvalue, adjusted)
-    return table
 
 
 def _per_class(spec: BridgeSpec, records: list[dict], methods: list[str], out: Analysis) -> Table | None:

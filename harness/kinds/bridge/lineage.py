@@ -61,6 +61,21 @@ def solution_quality(task_type: str, records: list[dict], methods: list[str], ou
         partial = sum(is_partial(o, c) for o, c in zip(outputs, right))
         failed = n - partial - sum(right)
         totals = transfer_totals([(r["input"], o) for r, o in zip(records, outputs)])
+        if method == "bridge":  # per item, for the claims decided over items and seeds
+            ids = [r["id"] for r in records]
+            out.outcomes["bridge.partial"] = {i: float(is_partial(o, c)) for i, o, c in zip(ids, outputs, right)}
+            seen: set[str] = set()
+            first_seen = {}
+            for i, o in zip(ids, outputs):  # an item whose output no earlier item gave: their mean is distinct / n
+                first_seen[i] = float(o.strip() not in seen)
+                seen.add(o.strip())
+            out.outcomes["bridge.unique_output"] = first_seen
+            per_item = {}
+            for r, o in zip(records, outputs):
+                hit, total = transfer_totals([(r["input"], o)])["overall"]
+                if total:
+                    per_item[r["id"]] = hit / total
+            out.outcomes["bridge.entity_transfer"] = per_item
         cells = [_rate(out, f"{method}.partial_rate", partial, n), _rate(out, f"{method}.failed_rate", failed, n)]
         for cls in TRANSFER_CLASSES:
             matched, total = totals[cls]
@@ -177,13 +192,16 @@ META_WORDS = re.compile(r"\b(vector|thought)s?\b", re.IGNORECASE)
 def finding_facts(records: list[dict], out: Analysis, reported: dict) -> None:
     """Measured facts beside each `bridge.finding.*` the spec lists, and the loop and meta-commentary rates
     (`bridge.loop_rate`, `bridge.meta_commentary_rate`) the lineage page's verdicts compare across versions."""
-    outputs = [r["bridge"]["generated"] for r in records if "generated" in r.get("bridge", {})]
+    rows = [r for r in records if "generated" in r.get("bridge", {})]
+    outputs = [r["bridge"]["generated"] for r in rows]
     if not outputs:
         return
     n = len(outputs)
     common, count = Counter(o.strip() for o in outputs).most_common(1)[0]
-    loops = sum(bool(LOOP.search(o)) for o in outputs)
-    meta = sum(bool(META_WORDS.search(o)) for o in outputs)
+    out.outcomes["bridge.loop"] = {r["id"]: float(bool(LOOP.search(o))) for r, o in zip(rows, outputs)}
+    out.outcomes["bridge.meta_commentary"] = {r["id"]: float(bool(META_WORDS.search(o))) for r, o in zip(rows, outputs)}
+    loops = int(sum(out.outcomes["bridge.loop"].values()))
+    meta = int(sum(out.outcomes["bridge.meta_commentary"].values()))
     out.set("bridge.loop_rate", loops / n)
     out.set("bridge.meta_commentary_rate", meta / n)
     measures = {

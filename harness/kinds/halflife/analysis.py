@@ -10,10 +10,13 @@ from collections import defaultdict
 import numpy as np
 
 from harness import stats
+from harness.claims import findings_for
+from harness.kinds.halflife import claims as halflife_claims
 from harness.kinds.halflife import trajectory as T
 from harness.report.tables import Analysis, Column, Table
 from registry.kinds.halflife import HalfLifeSpec
 
+CLAIM_CATALOGUE = halflife_claims.CATALOGUE
 PRESSURE_TEXT = {
     "entropy_complement": "1 - H(p)/ln(E) of the router's softmax p over the E experts (1: one expert takes all, 0: uniform)",
     "top1_usage": "the largest routing probability max(p) (between 1/E and 1)",
@@ -40,13 +43,14 @@ def token_pressure(row: dict, spec: HalfLifeSpec, layers: list[int]) -> float:
 
 
 def series_by_trajectory(spec: HalfLifeSpec, records: list[dict]) -> dict[tuple, dict[str, list[float]]]:
-    """(prompt, seed, arm) -> per-chunk series: pressure (chunk mean and last token), routing entropy
-    (normalised, mean over every MoE layer) and the same entropy in nats."""
+    """(training seed, prompt, seed, arm) -> per-chunk series: pressure (chunk mean and last token), routing entropy
+    (normalised, mean over every MoE layer), the same entropy in nats, and the tokens generated. The training seed is
+    None for a model measured as loaded."""
     n_layers = len(records[0]["entropy"])
     layers = pressure_layers(spec, n_layers)
     grouped: dict[tuple, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for row in records:
-        grouped[(row["prompt"], row["seed"], row["arm"])][row["chunk"]].append(row)
+        grouped[(row.get("train_seed"), row["prompt"], row["seed"], row["arm"])][row["chunk"]].append(row)
     out = {}
     for key, chunks in grouped.items():
         ordered = [sorted(chunks[c], key=lambda r: r["index"]) for c in sorted(chunks)]
@@ -54,7 +58,8 @@ def series_by_trajectory(spec: HalfLifeSpec, records: list[dict]) -> dict[tuple,
         pressure = [[token_pressure(r, spec, layers) for r in rows] for rows in ordered]
         entropy = [float(np.mean([np.mean(r["entropy"]) for r in rows])) for rows in ordered]
         out[key] = {"chunk_mean": [float(np.mean(p)) for p in pressure], "last_token": [p[-1] for p in pressure],
-                    "entropy": entropy, "entropy_nats": [e * math.log(experts) for e in entropy]}
+                    "entropy": entropy, "entropy_nats": [e * math.log(experts) for e in entropy],
+                    "tokens": tuple(r["token"] for rows in ordered for r in rows)}
     return out
 
 
@@ -70,6 +75,7 @@ def trajectory_stats(spec: HalfLifeSpec, series: dict[str, list[float]]) -> dict
             "largest_drop": drop, "drop_at": drop_at, "cliffs": T.cliffs(p, spec.analysis.cliff_drop, spec.analysis.cliff_z),
             "h_first": h[0], "h_last": h[-1], "collapse": T.collapse(h), "h_early": early, "h_late": late,
             "converge": T.chunks_to_converge(h, spec.analysis.converge_tolerance), "corr": corr.pearson_r,
+            "chunks": len(p),
             "nats_first": series["entropy_nats"][0], "nats_last": series["entropy_nats"][-1]}
 
 
@@ -111,7 +117,7 @@ def analyze(spec: HalfLifeSpec, records: list[dict], curves: list[dict] | None =
                            Column("first, nats", ".3f"), Column("last, nats", ".3f"),
                            Column("r(pressure, entropy)", ".3f")])
     for arm in spec.arms():
-        rows = [v for (prompt, seed, a), v in per.items() if a == arm]
+        rows = [v for (train_seed, prompt, seed, a), v in per.items() if a == arm]
         n = len(rows)
         for name, key in (("first", "p_first"), ("last", "p_last"), ("slope", "slope"), ("largest_drop", "largest_drop")):
             mean, low, high = _mean_ci([r[key] for r in rows])
@@ -137,7 +143,7 @@ def analyze(spec: HalfLifeSpec, records: list[dict], curves: list[dict] | None =
         other = "last_token" if spec.pressure.aggregate == "chunk_mean" else "chunk_mean"
         for name, pick in (("first", lambda x: x[0]), ("last", lambda x: x[-1]),
                            ("slope", lambda x: T.linear_slope(x).slope)):
-            values = [pick(series[key][other]) for key in series if key[2] == arm]
+            values = [pick(series[key][other]) for key in series if key[3] == arm]
             analysis.set(f"{arm}.pressure_{other}.{name}", _mean_ci(values)[0])
         converged = [r["converge"] for r in rows if r["converge"] is not None]
         if converged:
@@ -160,8 +166,10 @@ def analyze(spec: HalfLifeSpec, records: list[dict], curves: list[dict] | None =
     analysis.tables += [pressure_table, entropy_table]
     if spec.perturbation.enabled:
         analysis.tables.append(_perturbation(spec, series, analysis))
-    analysis.tables.append(_findings(spec, per, analysis))
+    analysis.tables.append(_scenario(spec, per, analysis))
     analysis.tables.append(_per_trajectory(spec, per))
+    analysis.findings = findings_for(spec, CLAIM_CATALOGUE, halflife_claims.ClaimData(
+        per, {key: s["tokens"] for key, s in series.items()}))
     analysis.facts["pressure"] = f"{spec.pressure.name}, layers {layers}, {spec.pressure.aggregate}"
     analysis.notes += [
         f"Pressure is this project's definition (the report never gives one): {spec.pressure.name} = "
@@ -187,7 +195,7 @@ def _interval(low, high) -> str:
 def _perturbation(spec: HalfLifeSpec, series: dict, analysis: Analysis) -> Table:
     """Perturbed minus baseline, paired by prompt and seed, over chunks 1.. (chunk 0 is identical in both arms)."""
     agg = spec.pressure.aggregate
-    pairs = sorted({(p, s) for p, s, _ in series})
+    pairs = sorted({(t, p, s) for t, p, s, _ in series}, key=lambda k: (k[0] if k[0] is not None else -1, k[1], k[2]))
     base, pert, energy = [], [], []
     for key in pairs:
         b, q = series[(*key, "baseline")][agg][1:], series[(*key, "perturbed")][agg][1:]
@@ -197,7 +205,7 @@ def _perturbation(spec: HalfLifeSpec, series: dict, analysis: Analysis) -> Table
         pert.append(float(np.mean(q)))
         energy.append(float(np.sum(np.subtract(q, b))))
     table = Table("perturbation", f"Perturbation ({spec.perturbation.text!r} after every chunk) against the baseline "
-                  "arm, paired by prompt and seed, chunks 1 onward",
+                  "arm, paired by training seed, prompt and seed, chunks 1 onward",
                   [Column("pairs", "d"), Column("mean pressure, baseline", ".4f"), Column("mean pressure, perturbed", ".4f"),
                    Column("delta", ".4f"), Column("delta 95% CI", align="l"), Column("paired t p", ".3g"),
                    Column("external energy (sum of deltas)", ".4f"), Column("energy 95% CI", align="l")])
@@ -223,53 +231,34 @@ def _perturbation(spec: HalfLifeSpec, series: dict, analysis: Analysis) -> Table
 
 def _per_trajectory(spec: HalfLifeSpec, per: dict) -> Table:
     table = Table("trajectories", "Each trajectory",
-                  [Column("prompt", align="l"), Column("seed", "d"), Column("arm", align="l"), Column("first", ".4f"),
+                  [Column("training seed", align="l"), Column("prompt", align="l"), Column("seed", "d"),
+                   Column("arm", align="l"), Column("first", ".4f"),
                    Column("last", ".4f"), Column("half-life chunk", align="l"), Column("slope", ".2e"),
                    Column("entropy first", ".3f"), Column("entropy last", ".3f")])
-    for (prompt, seed, arm), r in sorted(per.items()):
-        table.add(prompt, seed, arm, r["p_first"], r["p_last"],
+    for (train_seed, prompt, seed, arm), r in sorted(per.items(), key=lambda kv: (
+            kv[0][0] if kv[0][0] is not None else -1, *kv[0][1:])):
+        table.add("—" if train_seed is None else train_seed, prompt, seed, arm, r["p_first"], r["p_last"],
                   str(r["half_life"]) if r["half_life"] is not None else "not reached", r["slope"], r["h_first"],
                   r["h_last"])
     return table
 
 
-def _findings(spec: HalfLifeSpec, per: dict, analysis: Analysis) -> Table:
-    """The report's toy findings and its three scenarios, each with this run's statistic and a verdict by a
-    stated rule (baseline arm)."""
+def _scenario(spec: HalfLifeSpec, per: dict, analysis: Analysis) -> Table:
+    """Which of the report's three expected scenarios for learned routing the run's trajectories look like (baseline
+    arm): a description, not a verdict (the report's scenarios are predictions for a pretrained Mixtral-8x7B)."""
     m = analysis.metrics
-    rows = [v for (prompt, seed, arm), v in per.items() if arm == "baseline"]
+    rows = [v for (_, _, _, arm), v in per.items() if arm == "baseline"]
     n = len(rows)
     reached = sum(r["half_life"] is not None for r in rows)
     decays = sum(r["fit"] is not None for r in rows)
-    low, high = m.get("baseline.pressure.slope.ci_low"), m.get("baseline.pressure.slope.ci_high")
-    c_low, c_high = m.get("baseline.entropy.collapse.ci_low"), m.get("baseline.entropy.collapse.ci_high")
-    table = Table("findings", "The report's findings against this run (baseline arm). Rules: 'constant pressure' is "
-                  "reproduced when the 95% interval of the mean slope contains 0; 'half-life not reached' when fewer than "
-                  "half of the trajectories reach half their first pressure and fewer than half decay in the fit; "
-                  "'entropy collapses' when the 95% interval of the mean collapse lies above 0. The scenario is the one "
-                  "the run matches: A (decay) when most trajectories reach a half-life and decay, C (cliffs) when most "
-                  "reach it and the run has cliffs, else B (no decay)",
-                  [Column("finding", align="l"), Column("reported", align="l"), Column("this run", align="l"),
-                   Column("verdict", align="l")])
-    toy = spec.pretrain is None
-    slope_text = (f"slope {m.get('baseline.pressure.slope', float('nan')):+.2e} per chunk [{low:+.2e}, {high:+.2e}]"
-                  if low is not None and high is not None else "slope interval undefined")
-    flat = low is not None and high is not None and low <= 0 <= high
-    not_reached = reached * 2 < n and decays * 2 < n
-    collapse = c_low is not None and c_low > 0
-    verdict = (lambda ok: "reproduced in kind" if ok else "not reproduced") if toy else \
-        (lambda ok: "not testable at this scale (the report's toy is random-initialised; this model is trained)")
-    table.add("Toy: pressure constant", "0.6404 -> 0.6403, +0.000004 per chunk", slope_text, verdict(flat))
-    table.add("Toy: half-life not reached", "infinite", f"reached in {reached}/{n}, fit decays in {decays}/{n}",
-              verdict(not_reached))
-    collapse_mean = m.get("baseline.entropy.collapse")
-    table.add("Toy: routing entropy collapses", "0.95 -> 0.53 (44%)",
-              f"collapse {collapse_mean:.1%} [{c_low:.1%}, {c_high:.1%}]" if collapse_mean is not None and c_low is not None
-              else "collapse interval undefined", verdict(collapse))
     cliffs = int(m.get("baseline.pressure.cliffs", 0))
     scenario = ("C (sharp cliffs)" if reached * 2 >= n and cliffs else "A (natural decay)" if reached * 2 >= n and
                 decays * 2 >= n else "B (infinite half-life)")
-    table.add("Which scenario (A decay 15-25 chunks / B infinite / C cliffs)", "a prediction for Mixtral-8x7B",
-              f"{scenario}: half-life reached in {reached}/{n}, fit decays in {decays}/{n}, {cliffs} cliffs",
-              "hypothesis: the report's scenarios are about a trained Mixtral-8x7B; this run shows the one named")
+    table = Table("scenario", "The report's three scenarios for learned routing: which one this run looks like", [
+        Column("scenario", align="l"), Column("half-life reached", align="l"), Column("fit decays", align="l"),
+        Column("cliffs", "d")],
+        caption="A (decay in 15-25 chunks) when most trajectories reach half their first pressure and decay in the "
+                "fit, C (cliffs) when most reach it and the run has cliffs, else B (no decay). This project's rule; "
+                "the report states the scenarios as predictions, so they are described here, not decided.")
+    table.add(scenario, f"{reached}/{n}", f"{decays}/{n}", cliffs)
     return table

@@ -25,7 +25,7 @@ def figures(spec: HalfLifeSpec, analysis: Analysis, records: list[dict], curves:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
         for arm in spec.arms():
             for ax, key in ((ax1, spec.pressure.aggregate), (ax2, "entropy")):
-                rows = np.array([s[key] for (p, seed, a), s in sorted(series.items()) if a == arm])
+                rows = np.array([s[key] for k, s in series.items() if k[3] == arm])
                 chunks = np.arange(rows.shape[1])
                 mean = rows.mean(0)
                 ax.plot(chunks, mean, color=COLORS[arm], label=f"{arm} (mean of {len(rows)})", lw=1.2)
@@ -44,7 +44,12 @@ def figures(spec: HalfLifeSpec, analysis: Analysis, records: list[dict], curves:
     pre = [r for r in curves if r.get("run") == "pretrain"]
     if pre:
         fig, ax = plt.subplots(figsize=(5.5, 3.5))
-        ax.plot([r["step"] for r in pre], [r["total_loss"] for r in pre], lw=1)
+        for seed in dict.fromkeys(r.get("train_seed") for r in pre):
+            rows = [r for r in pre if r.get("train_seed") == seed]
+            ax.plot([r["step"] for r in rows], [r["total_loss"] for r in rows], lw=1,
+                    label=None if seed is None else f"training seed {seed:g}")
+        if len({r.get("train_seed") for r in pre}) > 1:
+            ax.legend(fontsize=7)
         ax.set_xlabel("step")
         ax.set_ylabel("LM + router balance loss")
         ax.set_title("Pretraining the stand-in (learned routing)")

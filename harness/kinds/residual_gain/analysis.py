@@ -8,6 +8,8 @@ from collections import defaultdict
 import numpy as np
 
 from harness import stats
+from harness.claims import findings_for
+from harness.kinds.residual_gain import claims as residual_claims
 from harness.report.tables import Analysis, Column, Table
 from registry.kinds.residual_gain import ResidualGainSpec
 
@@ -41,6 +43,9 @@ def derive(record: dict, early_fraction: float, suffix: str = "last") -> dict:
 PER_PROMPT = ("last_gain_pre_norm", "last_gain_post_norm", "cumulative_energy", "emb_gain",
               "largest_early_gain", "largest_early_gain_layer", "effective_amplification", "embedding_norm",
               "plateau_norm", "plateau_norm_min", "plateau_norm_max")
+
+
+CLAIM_CATALOGUE = residual_claims.CATALOGUE
 
 
 def headline_metrics(spec: ResidualGainSpec) -> list[str]:
@@ -77,12 +82,12 @@ def analyze(spec: ResidualGainSpec, records: list[dict], curves: list[dict] | No
                 "for the prompt with the largest value. Plateau: the block-output norms after those blocks and before "
                 "the last one (median, and range over blocks), mean over prompts.")
     h18 = Table("h18", "H18: does the last-layer gain rise with next-token entropy?", [
-        Column("Model", align="l"), Column("Prompts", "d"), Column("Pearson r", ".3f"), Column("p", ".3g"),
-        Column("Spearman ρ", ".3f"), Column("p ", ".3g"), Column("Mean entropy (nats)", ".2f"),
-        Column("verdict", align="l")],
-        caption="Across prompts, correlation of the pre-norm last-layer gain with the entropy of the next-token distribution. "
-                "H18 (seed 001: 'energy ∝ uncertainty') is reproduced in kind when Pearson r > 0 with p < 0.05 over at "
-                "least ten prompts, not reproduced otherwise, not testable with fewer than ten prompts.")
+        Column("Model", align="l"), Column("Prompts", "d"), Column("Pearson r", ".3f"),
+        Column("95% Fisher-z interval", align="l"), Column("p", ".3g"), Column("Spearman ρ", ".3f"), Column("p ", ".3g"),
+        Column("Mean entropy (nats)", ".2f")],
+        caption="Across prompts, correlation of the pre-norm last-layer gain with the entropy of the next-token "
+                "distribution (the verdict on H18 is in the findings table).")
+    h18_data = {}
     with_reported = any(".last_gain_pre_norm." in k or ".cumulative_energy." in k for k in expected)
     per_prompt = Table("per_prompt", "Per prompt", [
         Column("Model", align="l"), Column("Prompt", align="l"), Column("Tokens", "d"), Column("Entropy", ".2f"),
@@ -137,14 +142,18 @@ def analyze(spec: ResidualGainSpec, records: list[dict], curves: list[dict] | No
 
         entropies = [r["next_token_entropy"] for r in rows]
         corr = stats.correlation(gains, entropies)
+        fisher = stats.fisher_z_correlation(gains, entropies)
         for key in ("pearson_r", "pearson_p", "spearman_rho", "spearman_p"):
             out.set(f"{model}.h18.{key}", getattr(corr, key))
-        verdict = ("not testable at this scale (fewer than ten prompts)" if corr.n < 10 or math.isnan(corr.pearson_r) else
-                   "reproduced in kind" if corr.pearson_r > 0 and corr.pearson_p < 0.05 else "not reproduced")
-        h18.add(display, corr.n, corr.pearson_r, corr.pearson_p, corr.spearman_rho, corr.spearman_p, float(np.mean(entropies)),
-                verdict)
+        out.set(f"{model}.h18.pearson_ci_low", fisher.ci_low)
+        out.set(f"{model}.h18.pearson_ci_high", fisher.ci_high)
+        h18.add(display, corr.n, corr.pearson_r,
+                f"[{fisher.ci_low:+.2f}, {fisher.ci_high:+.2f}]" if fisher.ci_low == fisher.ci_low else None,
+                corr.pearson_p, corr.spearman_rho, corr.spearman_p, float(np.mean(entropies)))
+        h18_data[display] = (gains, entropies)
 
     out.tables += [summary, arch, early, h18]
+    out.findings = findings_for(spec, CLAIM_CATALOGUE, residual_claims.ClaimData(h18_data))
     out.notes.append(_readings_note(spec, out))
     if spec.pairs:
         out.tables.append(_pairs_table(spec, derived, by_model, out))
@@ -168,9 +177,9 @@ def _verdict_note(spec: ResidualGainSpec) -> str:
     reported_models = {e.metric.split(".")[0] for e in spec.expected}
     if set(spec.models) & reported_models:
         return (" With the report's models, the reading whose value matches the reported one is the report's; a "
-                "gain matching under neither reading is not reproduced.")
-    return (" This run's models are not the report's, so against the report's gains both readings are: not testable "
-            "at this scale (the paper spec runs the report's models).")
+                "gain that matches under neither reading does not match the report.")
+    return (" This run's models are not the report's, so neither reading can be checked against the report's gains "
+            "here (the paper spec runs the report's models).")
 
 
 def spec_notes(spec: ResidualGainSpec) -> list[str]:

@@ -14,6 +14,8 @@ from collections import defaultdict
 import numpy as np
 
 from harness import stats
+from harness.claims import findings_for
+from harness.kinds.tre_sweep import claims as tre_claims
 from harness.report.tables import Analysis, Column, Table
 from harness.kinds.tre_sweep.signal import unit_for_value
 from harness.kinds.tre_sweep.text_metrics import generation_metrics, mean_pairwise_jaccard, words
@@ -23,6 +25,7 @@ from registry.kinds.tre_sweep import SAMPLING_PARAMS as PARAMS, TRESweepSpec
 METRICS = ("vocab_diversity", "bigram_diversity", "char_entropy", "word_count")
 EFFECT_METRICS = ("vocab_diversity", "bigram_diversity")
 COMPARISONS = (("neural", "baseline"), ("neural", "random"), ("random", "baseline"))
+CLAIM_CATALOGUE = tre_claims.CATALOGUE
 LABELS = {"vocab_diversity": "vocab diversity", "bigram_diversity": "bigram diversity",
           "char_entropy": "char entropy", "word_count": "words"}
 
@@ -88,13 +91,15 @@ def analyze(spec: TRESweepSpec, records: list[dict], curves: list[dict] | None =
         _power_table(out, expected, models, names),
         _calibration_table(out, spec, models, names, calibrations),
         _nonfinite_table(out, models, names, by, conditions),
-        _findings_table(out, expected, spec, models, names, by, conditions),
     ]
     tables = [t for t in tables if t is not None and t.rows]
     if any(t.key == "nonfinite" for t in tables):  # a run that met NaN/Inf leads with what went wrong
         tables.sort(key=lambda t: t.key not in ("nonfinite", "calibration"))
     out.tables += tables
     out.notes += _controller_notes(spec, expected, models, names, out.metrics)
+    data = tre_claims.ClaimData(spec, by, models, names, conditions, out.metrics, out.facts,
+                                _parameter_shift_design(spec, models, names, out.metrics))
+    out.findings = findings_for(spec, CLAIM_CATALOGUE, data)
     if any(g["word_count"] == 0 for g in gens):
         out.notes.append(f"{sum(g['word_count'] == 0 for g in gens)} generation(s) have no words; they count in "
                          "word means but have no diversity values.")
@@ -140,34 +145,41 @@ def _ranges_raise_top_p_and_lower_top_k(spec: TRESweepSpec) -> bool:
     return mid["top_p"] > spec.baseline.top_p and mid["top_k"] < spec.baseline.top_k
 
 
+def _parameter_shift_design(spec: TRESweepSpec, models: list[str], names: dict, metrics: dict) -> str | None:
+    """Why "TRE raised top_p and lowered top_k" holds by construction under these ranges, if it does."""
+    if not _ranges_raise_top_p_and_lower_top_k(spec):
+        return None
+    mid = _typical_signal_parameters(spec)
+    shifted = [f"{names[m]} random: top_p {metrics[f'{m}.params.random.top_p.mean']:.3f}, "
+               f"top_k {metrics[f'{m}.params.random.top_k.mean']:.1f}" for m in models
+               if f"{m}.params.random.top_p.mean" in metrics]
+    return (f"with these ranges a typical signal already gives top_p {mid['top_p']:g} > {spec.baseline.top_p:g} and "
+            f"top_k {mid['top_k']:g} < {spec.baseline.top_k:g}, so the shift follows from the ranges for almost any "
+            "signal; the random condition, which shares them, shifts the same way"
+            + (f" ({'; '.join(shifted)})" if shifted else ""))
+
+
 def _controller_notes(spec: TRESweepSpec, expected: dict, models: list[str], names: dict, metrics: dict) -> list[str]:
     notes = []
     for m in models:
         means = {p: expected.get(f"{m}.params.neural.{p}.mean") for p in PARAMS}
         if all(isinstance(v, float) for v in means.values()):
             levels = implied_signal_levels(spec, means)
-            verdict = ("can be met jointly" if jointly_attainable(levels) else
-                       "cannot be met jointly by this controller (one signal drives all three through linear maps, so "
-                       "their means must imply one level): a limit of the design, not a result")
+            attainable = ("can be met jointly" if jointly_attainable(levels) else
+                          "cannot be met jointly by this controller (one signal drives all three through linear maps, "
+                          "so their means must imply one level): a limit of the design, not a result")
             notes.append(f"{names[m]}: the report's neural parameter means imply signal levels "
                          + " / ".join(f"{levels[p]:.3f}" for p in PARAMS) + f" ({' / '.join(PARAMS)}) under these ranges "
-                         f"and directions; they {verdict}.")
+                         f"and directions; they {attainable}.")
     centres = getattr(spec.mapping, "centres", None)
     if centres is not None:
-        notes.append("Design consequence: the reconstructed mapping places a typical signal (u = 0.5) at its centres ("
+        notes.append("Built in: the reconstructed mapping places a typical signal (u = 0.5) at its centres ("
                      + ", ".join(f"{p} {getattr(centres, p):g}" for p in PARAMS) + "), chosen as the report's neural "
                      "means, so the neural parameter means here confirm nothing about the report's; only the diversity "
                      "outcomes are evidence.")
-    if _ranges_raise_top_p_and_lower_top_k(spec):
-        mid = _typical_signal_parameters(spec)
-        shifted = [f"{names[m]} random: top_p {metrics[f'{m}.params.random.top_p.mean']:.3f}, "
-                   f"top_k {metrics[f'{m}.params.random.top_k.mean']:.1f}" for m in models
-                   if f"{m}.params.random.top_p.mean" in metrics]
-        notes.append(f"Design consequence: with these ranges a typical signal already gives top_p {mid['top_p']:g} > "
-                     f"{spec.baseline.top_p:g} and top_k {mid['top_k']:g} < {spec.baseline.top_k:g}, so \"TRE raised top_p "
-                     "and lowered top_k versus baseline\" follows from the ranges for almost any signal; the random "
-                     "condition, which shares them, shifts the same way"
-                     + (f" ({'; '.join(shifted)})" if shifted else "") + ".")
+    design = _parameter_shift_design(spec, models, names, metrics)
+    if design:
+        notes.append(f"Follows from the ranges: {design}.")
     return notes
 
 
@@ -231,76 +243,6 @@ def _significance_table(out, expected, models, names, by, conditions) -> Table |
                   f"{win.wins}/{win.n}" if win else None, win.rate if win else None,
                   *([expected.get(f"{m}.win.{key}.rate")] if rep else []), win.sign_test_pvalue if win else None)
     return table
-
-
-def _findings_table(out, expected, spec, models, names, by, conditions) -> Table | None:
-    """The report's headline findings (seed 000, Results and Interpretation) with this run's statistic and a verdict."""
-    table = Table("findings", "The report's findings against this run. Rules: a difference in vocab diversity is reproduced "
-                  "in kind when it has the report's sign and Welch's p < 0.05 here, not reproduced otherwise; 'not "
-                  "significant at p < 0.05' is reproduced when p >= 0.05 here; the win rate when it exceeds 50% with sign "
-                  "test p < 0.05; the parameter shift when the neural condition's per-generation mean top_p is above the "
-                  "baseline's and its mean top_k below, each by a one-sample t-test with p < 0.05 (a design consequence "
-                  "when the ranges alone put a typical signal there); non-finite probabilities when any sampling step "
-                  "met NaN/Inf (mask policy)",
-                  [Column("finding", align="l"), Column("reported", align="l"), Column("model", align="l"),
-                   Column("this run", align="l"), Column("verdict", align="l")])
-    m = out.metrics
-    for model in models:
-        if expected.get(f"{model}.nonfinite_sampling") == "yes":
-            logit = sum(m.get(f"{model}.nonfinite.{c}.logit_tokens", 0) for c in conditions)
-            ended = sum(m.get(f"{model}.nonfinite.{c}.ended_generations", 0) for c in conditions)
-            generations = sum(len(by[(model, c)]) for c in conditions)
-            bad = out.facts.get(f"{model}.nonfinite_sampling") == "yes"
-            table.add("sampling meets NaN/Inf probabilities (Why Gemma 3 Failed)", "every precision mode, Gemma-3-27B-IT",
-                      names[model], f"{logit:,.0f} sampling steps with NaN/Inf logits; {ended:,.0f} of {generations:,} "
-                      f"generations ended by them; calibration {m.get(f'{model}.calibration.nonfinite_values', 0):,.0f} "
-                      "non-finite values", "reproduced in kind" if bad else "not reproduced")
-    if not {"neural", "baseline"} <= set(conditions):
-        return table
-    for model in models:
-        if any(g["top_p"] for g in by[(model, "neural")]):  # not when every generation ended before its first token
-            table.add(*_parameter_shift_finding(spec, names[model], by[(model, "neural")]))
-    for model in models:
-        for pair, reported in (("neural_vs_baseline", "d 0.093 / 0.197 / 0.087, p 0.39 / 0.066 / 0.42"),
-                               ("neural_vs_random", "d 0.083 / 0.089 / 0.065")):
-            a, b = pair.split("_vs_")
-            if b not in conditions:
-                continue
-            d, p = m.get(f"{model}.d.{pair}.vocab_diversity"), m.get(f"{model}.welch.{pair}.vocab_diversity.p")
-            if d is None or p is None:
-                continue
-            table.add(f"{a} raises vocab diversity over {b}", reported, names[model], f"d {d:+.3f}, Welch p {p:.3f}",
-                      "reproduced in kind" if d > 0 and p < 0.05 else "not reproduced")
-        p = m.get(f"{model}.welch.neural_vs_baseline.vocab_diversity.p")
-        if p is not None:
-            table.add("the neural vs baseline difference is not significant at p < 0.05", "true for all three models",
-                      names[model], f"Welch p {p:.3f}", "reproduced in kind" if p >= 0.05 else "not reproduced")
-        rate, sign_p = m.get(f"{model}.win.neural_vs_baseline.vocab_diversity.rate"), \
-            m.get(f"{model}.win.neural_vs_baseline.vocab_diversity.sign_test_p")
-        if rate is not None and sign_p is not None:
-            table.add("neural wins on most prompts", "57% / 71% / 57% of 35", names[model],
-                      f"{rate:.0%}, sign test p {sign_p:.3f}",
-                      "reproduced in kind" if rate > 0.5 and sign_p < 0.05 else "not reproduced")
-    return table
-
-
-def _parameter_shift_finding(spec, name: str, neural: list[dict]) -> list[str]:
-    """'TRE raised top_p and lowered top_k versus baseline' (What TRE Actually Did to Sampling Parameters)."""
-    base_p, base_k = spec.baseline.top_p, spec.baseline.top_k
-    p_means = [float(np.mean(g["top_p"])) for g in neural if g["top_p"]]
-    k_means = [float(np.mean(g["top_k"])) for g in neural if g["top_k"]]
-    p_pvalue = stats.one_sample_t_test(p_means, base_p).pvalue
-    k_pvalue = stats.one_sample_t_test(k_means, base_k).pvalue
-    raised = float(np.mean(p_means)) > base_p and p_pvalue < 0.05
-    lowered = float(np.mean(k_means)) < base_k and k_pvalue < 0.05
-    shown = (f"top_p {np.mean(p_means):.3f} (p {p_pvalue:.2g}), top_k {np.mean(k_means):.1f} (p {k_pvalue:.2g}) against "
-             f"the baseline's {base_p:g} / {base_k:g}")
-    if _ranges_raise_top_p_and_lower_top_k(spec):
-        verdict = "design consequence"
-    else:
-        verdict = "reproduced in kind" if raised and lowered else "not reproduced"
-    return ["TRE raised top_p and lowered top_k versus baseline", "top_p 0.9 -> 0.946-0.984; top_k 50 -> lower",
-            name, shown, verdict]
 
 
 def _aggregate_table(out, expected, models, names, by, conditions) -> Table:

@@ -1,0 +1,224 @@
+"""The claims engine on synthetic data with known answers: one rule per test."""
+
+import math
+
+import numpy as np
+import pytest
+
+from harness import claims as C
+from harness import stats
+
+
+def _outcomes(hits: list[int], seed=0) -> dict:
+    return {seed: {f"i{n}": float(h) for n, h in enumerate(hits)}}
+
+
+def _claim(*evidence) -> C.Finding:
+    return C.decide(C.Claim("x", "a claim", "1", "000_x.txt", "", list(evidence)))
+
+
+def _paired(a_hits, b_hits, **kw) -> C.Paired:
+    a = {s: {f"i{n}": float(h) for n, h in enumerate(hits)} for s, hits in a_hits.items()}
+    b = {s: {f"i{n}": float(h) for n, h in enumerate(hits)} for s, hits in b_hits.items()}
+    return C.Paired("bridge", "baseline", a, b, kw.pop("direction", "above"), **kw)
+
+
+def _rows(n_both, n_a, n_b, n_none):
+    """Paired right/wrong outcomes with the given counts of both right, only a, only b, neither."""
+    a = [1] * n_both + [1] * n_a + [0] * n_b + [0] * n_none
+    b = [1] * n_both + [0] * n_a + [1] * n_b + [0] * n_none
+    return a, b
+
+
+# ---------------------------------------------------------------- direction per seed, clustered test
+
+def test_an_effect_in_every_seed_is_reproduced_and_one_seed_against_it_makes_it_mixed():
+    a, b = _rows(50, 30, 5, 115)
+    flipped, _ = _rows(50, 5, 30, 115)
+    assert _claim(_paired({0: a, 1: a, 2: a}, {0: b})).verdict == C.REPRODUCED
+    mixed = _claim(_paired({0: a, 1: a, 2: flipped}, {0: b}))
+    # seed 2 shows no difference: the pooled effect is still significant, but not in every seed
+    assert mixed.verdict == C.MIXED and "2: +0.0 pts" in mixed.seeds
+
+
+def test_seeds_are_not_extra_items():
+    """Three identical seeds are one seed's evidence: the clustered test gives (nearly) the same p."""
+    a, b = _rows(50, 14, 5, 131)
+    one = stats.paired_difference_test(np.array(a) - np.array(b), binary_single=True)
+    three = _paired({0: a, 1: a, 2: a}, {0: b})
+    finding = _claim(three)
+    p_three = float(finding.statistic.split(", p ")[1].split(" ")[0])
+    assert abs(p_three - one.pvalue) < 0.01 and one.pvalue > 0.05
+    # the naive concatenation (each seed's items as new items) would have called it significant
+    naive = stats.mcnemar_test(a * 3, b * 3)
+    assert naive.pvalue < 0.05 and finding.verdict != C.REPRODUCED
+
+
+def test_mcnemar_is_the_single_seed_case():
+    a, b = _rows(20, 12, 2, 66)
+    finding = _claim(_paired({0: a}, {0: b}))
+    assert "McNemar" in finding.statistic and finding.verdict == C.REPRODUCED
+    assert f"p {stats.mcnemar_test(a, b).pvalue:.2g}" in finding.statistic
+
+
+# ---------------------------------------------------------------- power and minimum detectable effect
+
+def test_a_null_result_is_not_reproduced_only_when_powered_for_the_reported_effect():
+    a, b = _rows(60, 6, 5, 129)  # no effect
+    powered = _claim(_paired({0: a}, {0: b}, reported=(0.8, 0.3)))
+    assert powered.verdict == C.NOT_REPRODUCED and "power 1.00" in powered.power
+    weak = _claim(_paired({0: a}, {0: b}, reported=(0.32, 0.30)))
+    assert weak.verdict == C.UNDERPOWERED and "MDE" in weak.power
+    silent = _claim(_paired({0: a}, {0: b}))
+    assert silent.verdict == C.NOT_DETECTED
+
+
+def test_power_matches_a_simulation_and_the_mde_sits_at_eighty_percent():
+    rng = np.random.default_rng(1)
+    n, p_a, p_b = 200, 0.30, 0.20
+    hits = 0
+    for _ in range(400):
+        a = rng.random(n) < p_a
+        b = rng.random(n) < p_b  # independent methods: discordance p_a(1-p_b) + p_b(1-p_a)
+        hits += stats.mcnemar_test(a, b).pvalue < 0.05
+    psi = p_a * (1 - p_b) + p_b * (1 - p_a)
+    assert abs(stats.paired_power(n, p_a - p_b, psi) - hits / 400) < 0.08
+    mde = stats.minimum_detectable_effect(lambda e: stats.paired_power(n, e, psi), 0.7)
+    assert abs(stats.paired_power(n, mde, psi) - 0.8) < 1e-3
+
+
+def test_the_reported_effect_is_capped_at_what_the_baseline_leaves_possible():
+    a, b = _rows(0, 0, 3, 197)  # the text baseline scores 1.5%: nothing can fall 70 points below it
+    finding = _claim(_paired({0: a}, {0: b}, direction="below", reported=(0.06, 0.765)))
+    assert "capped at the possible 1.5" in finding.power and finding.verdict == C.UNDERPOWERED
+
+
+# ---------------------------------------------------------------- floors against the random baseline
+
+def test_a_reference_that_does_not_beat_the_random_baseline_makes_the_comparison_untestable():
+    a, b = _rows(40, 60, 3, 97)
+    weak_reference = C.Reference("receiver text", _outcomes([1] * 63 + [0] * 137), chance=0.285)
+    finding = _claim(_paired({0: a}, {0: b}, references=[weak_reference]))
+    assert finding.verdict == C.UNTESTABLE and "does not beat the random baseline at 28.5%" in finding.statistic
+    good_reference = C.Reference("receiver text", _outcomes([1] * 110 + [0] * 90), chance=0.285)
+    assert _claim(_paired({0: a}, {0: b}, references=[good_reference])).verdict == C.REPRODUCED
+
+
+def test_every_seed_of_a_trained_reference_must_clear_the_floor():
+    a, b = _rows(40, 60, 3, 97)
+    reference = C.Reference("prompt tuning", {0: _outcomes([1] * 110 + [0] * 90)[0],
+                                              1: _outcomes([1] * 60 + [0] * 140)[0]}, chance=0.25)
+    finding = _claim(_paired({0: a}, {0: b}, references=[reference]))
+    assert finding.verdict == C.UNTESTABLE and "(seed 1)" in finding.statistic
+
+
+# ---------------------------------------------------------------- invalid outputs, budgets
+
+def test_an_effect_made_by_invalid_outputs_is_untestable():
+    """The relay is 'wrong' on 72 items only because it gave no answer; on valid items it is as good."""
+    n = 200
+    a = [1] * 98 + [0] * 102
+    b = [0] * 72 + [1] * 55 + [0] * 73
+    valid_b = [0] * 72 + [1] * 128
+    a_out, b_out = _outcomes(a), _outcomes(b)
+    e = C.Paired("bridge", "text relay", a_out, b_out, "above", valid_a={0: {f"i{i}": True for i in range(n)}},
+                 valid_b={0: {f"i{i}": bool(v) for i, v in enumerate(valid_b)}})
+    finding = _claim(e)
+    assert finding.verdict == C.UNTESTABLE and "decided by invalid outputs" in finding.statistic
+    honest = C.Paired("bridge", "text relay", a_out, b_out, "above")
+    assert _claim(honest).verdict == C.REPRODUCED
+
+
+def test_unequal_training_budgets_are_untestable():
+    a, b = _rows(40, 60, 3, 97)
+    finding = _claim(_paired({0: a}, {0: b}, budgets={"bridge": "250 steps x batch 8",
+                                                      "prompt tuning": "100 steps x batch 8"}))
+    assert finding.verdict == C.UNTESTABLE and "unequal training budgets" in finding.statistic
+
+
+# ---------------------------------------------------------------- levels, runs, no change, correlation, majority
+
+def test_a_level_claim_uses_an_exact_binomial_and_says_whose_threshold():
+    finding = _claim(C.Level("failed share", _outcomes([1] * 48 + [0] * 2), 0.8, "above", chosen_by="this project"))
+    assert finding.verdict == C.REPRODUCED and "this project's" in finding.statistic
+    assert f"p {stats.binomial_test(48, 50, 0.8):.2g} (exact binomial)" in finding.statistic
+    # 23 of 25 is above 80%, but 25 items cannot show it
+    assert _claim(C.Level("failed share", _outcomes([1] * 23 + [0] * 2), 0.8, "above")).verdict == C.NOT_DETECTED
+    assert _claim(C.Level("failed share", _outcomes([1] * 12 + [0] * 13), 0.8, "above")).verdict == C.REVERSED
+
+
+def test_an_event_per_run_needs_every_run():
+    ev = lambda happened: C.PerRun("loss explodes", dict(enumerate(happened)), {i: "" for i in range(3)})  # noqa: E731
+    assert _claim(ev([True, True, True])).verdict == C.REPRODUCED
+    assert _claim(ev([True, False, True])).verdict == C.MIXED
+    assert _claim(ev([False, False, False])).verdict == C.NOT_REPRODUCED
+
+
+def test_no_change_is_an_equivalence_test_never_an_interval_containing_zero():
+    rng = np.random.default_rng(0)
+    flat = {0: {i: float(v) for i, v in enumerate(rng.normal(0, 0.01, 40))}}
+    assert _claim(C.NoChange("slope", flat, margin=0.02)).verdict == C.REPRODUCED
+    # wide and noisy: the interval contains 0, yet nothing is shown
+    noisy = {0: {i: v for i, v in enumerate([0.3, -0.3] * 5)}}
+    verdict = _claim(C.NoChange("slope", noisy, margin=0.02)).verdict
+    assert verdict in (C.UNDERPOWERED, C.INCONCLUSIVE)
+    moving = {0: {i: float(v) for i, v in enumerate(rng.normal(0.05, 0.01, 40))}}
+    assert _claim(C.NoChange("slope", moving, margin=0.02)).verdict == C.NOT_REPRODUCED
+    assert _claim(C.NoChange("slope", flat, margin=None)).verdict == C.UNTESTABLE
+
+
+def test_correlation_intervals_stay_inside_minus_one_to_one():
+    x = [0.0, 1.0, 2.0, 3.0, 4.0]
+    y = [0.1, 0.9, 2.2, 2.8, 4.1]
+    finding = _claim(C.Correlation("gain vs entropy", x, y, "positive"))
+    low, high = (float(v) for v in finding.statistic.split("interval [")[1].split("]")[0].split(", "))
+    assert -1 <= low <= high <= 1 and finding.verdict == C.REPRODUCED
+    result = stats.fisher_z_correlation([1, 2, 3, 4], [2, 1, 4, 3])
+    assert -1 <= result.ci_low < result.r < result.ci_high <= 1
+
+
+def test_identical_replicates_count_once():
+    values = {0: {f"seed{s}": 0.5 for s in range(10)}}
+    values[0].update({"other": 0.9})
+    fingerprints = {f"seed{s}": "the same greedy trajectory" for s in range(10)} | {"other": "another"}
+    finding = _claim(C.Level("share", values, 0.4, "above", fingerprints=fingerprints, percent=False))
+    assert finding.verdict == C.UNTESTABLE or "9 identical replicates counted once" in finding.statistic
+
+
+# ---------------------------------------------------------------- the report's own numbers
+
+def test_the_same_rule_applied_to_the_reports_own_numbers():
+    a, b = _rows(150, 40, 10, 0)
+    # SST-2 super-additivity: 94.7% vs 92.0% of 200 items; no pairing of 200 items makes 2.7 points significant
+    sst2 = _claim(_paired({0: a}, {0: b}, reported=(0.947, 0.920), reported_n=200))
+    assert sst2.self_check == C.UNSUPPORTED and "most favourable" in sst2.self_detail
+    # AG News: 88.9% vs 79.0%: significant however the items pair
+    agnews = _claim(_paired({0: a}, {0: b}, reported=(0.889, 0.790), reported_n=200))
+    assert agnews.self_check == C.SUPPORTED
+    middle = _claim(_paired({0: a}, {0: b}, reported=(0.60, 0.52), reported_n=200))
+    assert middle.self_check == C.UNDECIDABLE
+    assert _claim(_paired({0: a}, {0: b})).self_check == C.NO_NUMBERS
+
+
+def test_a_reports_reference_below_its_own_chance_fails_the_floor():
+    a, b = _rows(150, 40, 10, 0)
+    reference = C.Reference("text relay", _outcomes(b), chance=0.0)
+    finding = _claim(_paired({0: a}, {0: b}, references=[reference], reported=(0.215, 0.01), reported_n=200,
+                             reported_chance={"text relay": 0.01, "chance": 0.013}))
+    assert finding.self_check == C.UNSUPPORTED and "does not beat its chance" in finding.self_detail
+
+
+def test_win_counts_and_correlations_of_the_report_are_checked():
+    wins = {f"p{i}": (1.0 if i < 20 else -1.0) for i in range(35)}
+    finding = _claim(C.Majority("neural wins", wins, reported_wins=20, reported_n=35))
+    assert finding.self_check == C.UNSUPPORTED and finding.verdict in (C.UNDERPOWERED, C.NOT_REPRODUCED)
+    corr = _claim(C.Correlation("r", [1, 2, 3, 4, 5], [1, 2, 3, 5, 4], "positive", reported_r=0.3, reported_n=10))
+    assert corr.self_check == C.UNSUPPORTED
+
+
+def test_findings_come_only_from_the_engine():
+    made = _claim(C.ByConstruction("the ranges force it"))
+    assert made.verdict == C.DESIGN and made.from_engine
+    forged = C.Finding("x", "", "", "", "", "", "", "", C.REPRODUCED, C.SUPPORTED, "")
+    assert not forged.from_engine
+    assert math.isnan(stats.paired_power(0, 0.1, 0.1))
