@@ -278,34 +278,50 @@ def test_nan_in_a_layer_of_the_source_is_named_with_model_and_layer(tiny_llama):
         handle.remove()
 
 
-def test_findings_verdicts_follow_their_stated_rules():
-    """Synthetic records: without a map every generation is garbage and the middle depth is clearly best; Procrustes
-    is no better; so 'fails' and 'middle best' are reproduced and 'Procrustes fails' is reproduced too."""
+def test_a_repetitive_generation_is_never_fluent():
+    from harness.kinds.alignment.analysis import level
+
+    spec = load_spec(SPEC, "local")
+    likely = {"nll": 1.0, "distinct_2": 1.0}
+    assert level(spec, {**likely, "repetition": 0.0}, 1.0) == "fluent"
+    assert level(spec, {**likely, "repetition": 0.15}, 1.0) == "partial sentences"
+    assert level(spec, {**likely, "repetition": 0.4}, 1.0) == "fragments"
+    assert level(spec, {**likely, "repetition": 0.5}, 1.0) == "token loop"
+    assert level(spec, {"nll": 7.0, "repetition": 0.0}, 1.0) == "garbage"  # the worse reading wins
+    assert level(spec, {"nll": None, "repetition": 0.0}, 1.0) == "empty"
+
+
+def test_findings_come_from_the_engine_on_the_levels():
+    """Synthetic records: every generation, with or without a map, is garbage; none loops at the last layer. The
+    engine then finds 'fails' and 'Procrustes fails' over 30 generations, the loop claim reversed, the middle-layer
+    claim undetectable (all depths equal) and CKA a design consequence."""
+    from harness import claims as C
     from harness.kinds.alignment.analysis import analyze
 
-    spec = load_spec(SPEC, "local", ["both_directions=false", "layers=[0.0, 0.5, 1.0]"])
+    spec = load_spec(SPEC, "local", ["layers=[0.0, 0.5, 1.0]"])
     src, tgt = spec.source_model, spec.target_model
     records = [{"record": "generation", "condition": "baseline", "source": m, "target": m, "map": "baseline",
                 "layer_fraction": None, "source_layer": None, "target_layer": None, "prompt_index": i, "prompt": p,
                 "tokens": [1], "text": "ok", "nll": 1.0, "repetition": 0.0, "distinct_2": 1.0, "kl_first": 0.0}
                for m in (src, tgt) for i, p in enumerate(spec.prompts)]
-    for map_name in ("none", "procrustes"):
-        for depth, excess in ((0.0, 7.0), (0.5, 5.2), (1.0, 7.5)):
-            for i, p in enumerate(spec.prompts):
-                records.append({"record": "generation", "condition": "injected", "source": src, "target": tgt,
-                                "map": map_name, "layer_fraction": depth, "source_layer": 0, "target_layer": 0,
-                                "prompt_index": i, "prompt": p, "tokens": [1, 2], "text": "x",
-                                "nll": 1.0 + excess + 0.01 * i, "repetition": 0.0, "distinct_2": 1.0, "kl_first": 1.0})
-            records.append({"record": "fit", "source": src, "target": tgt, "map": map_name, "layer_fraction": depth,
-                            "source_layer": 0, "target_layer": 0, "fit_pairs": 10, "heldout_pairs": 5, "cosine": 0.5,
-                            "relative_mse": 0.5, "cka_before": 0.3, "cka_after": 0.3})
-    table = next(t for t in analyze(spec, records).tables if t.key == "findings")
-    verdicts = {row[0]: row[3] for row in table.rows}
-    assert verdicts["Without a map, injection fails at every layer (garbage, fragments or loops)"] == "reproduced in kind"
-    assert verdicts["Without a map, middle layers (16-24 of 32) do best"] == "reproduced in kind"
-    assert verdicts["Injecting the last layer collapses into a token loop"] == "not reproduced"
-    assert verdicts["Procrustes does not rescue injection ('Procrustes fails')"] == "reproduced in kind"
-    assert verdicts["CKA would show Procrustes' effect (the report's plan)"].startswith("design consequence")
+    for a, b in ((src, tgt), (tgt, src)):
+        for map_name in ("none", "procrustes"):
+            for depth in (0.0, 0.5, 1.0):
+                for i, p in enumerate(spec.prompts):
+                    records.append({"record": "generation", "condition": "injected", "source": a, "target": b,
+                                    "map": map_name, "layer_fraction": depth, "source_layer": 0, "target_layer": 0,
+                                    "prompt_index": i, "prompt": p, "tokens": [1, 2], "text": "x",
+                                    "nll": 9.0 + 0.01 * i, "repetition": 0.0, "distinct_2": 1.0, "kl_first": 1.0})
+                records.append({"record": "fit", "source": a, "target": b, "map": map_name, "layer_fraction": depth,
+                                "source_layer": 0, "target_layer": 0, "fit_pairs": 10, "heldout_pairs": 5,
+                                "cosine": 0.5, "relative_mse": 0.5, "cka_before": 0.3, "cka_after": 0.3})
+    found = {f.claim: f for f in analyze(spec, records).findings}
+    assert found["no_map_fails"].verdict == C.REPRODUCED and "30 generations" in found["no_map_fails"].statistic
+    assert found["procrustes_fails"].verdict == C.REPRODUCED
+    assert found["last_layer_loops"].verdict == C.REVERSED  # 0 of 10 loop
+    assert found["middle_layers_best"].verdict in (C.NOT_DETECTED, C.UNDERPOWERED)
+    assert found["cka_shows_procrustes"].verdict == C.DESIGN
+    assert found["no_map_fails"].self_check == C.UNSUPPORTED  # the report's 8 of 10 cells cannot show >= 80%
 
 
 def test_fractions_landing_on_the_same_layer_and_empty_prompts_are_refused():

@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -208,9 +209,10 @@ def test_metrics_are_recomputed_from_the_records(tiny_sst2):
         assert metrics[f"{method}.generation.invalid_rate"] == pytest.approx(invalid)
     bridge = [r["bridge"]["scored"] == r["label"] for r in records]
     relay = [r["text_relay"]["scored"] == r["label"] for r in records]
-    test = stats.mcnemar_test(bridge, relay)
-    assert (metrics["mcnemar.text_relay.scored.b"], metrics["mcnemar.text_relay.scored.c"]) == (test.b, test.c)
-    assert metrics["mcnemar.text_relay.scored.pvalue"] == pytest.approx(test.pvalue)
+    test = stats.mcnemar_test(bridge, relay)  # one seed: the paired test is McNemar's exact test
+    assert metrics["paired.text_relay.scored.pvalue"] == pytest.approx(test.pvalue)
+    assert metrics["paired.text_relay.scored.seed_0.pvalue"] == pytest.approx(test.pvalue)
+    assert metrics["paired.text_relay.scored.difference"] == pytest.approx((sum(bridge) - sum(relay)) / len(bridge))
 
 
 def test_training_lowers_the_loss_and_logs_each_loss(tiny_sst2):
@@ -258,73 +260,92 @@ def test_training_seeds_are_an_axis_and_the_first_seed_is_the_one_seed_run(tmp_p
     assert len(first) == len(other) == spec.task.eval_items
     assert all(set(r) >= set(spec.evaluation.methods) for r in first)
     assert all(not set(r) & {"receiver_text", "sender_text", "text_relay", "random"} for r in other)  # run once
-    # seed 0 is exactly the one-seed run: same items, same trained methods, same metrics under the same keys
+    # seed 0 is exactly the one-seed run: same items, same trained methods
     single = read_jsonl(tiny_sst2 / "records.jsonl")
     assert first == single
     metrics = json.loads((run_dir / "metrics.json").read_text())
     single_metrics = json.loads((tiny_sst2 / "metrics.json").read_text())
-    for key, value in single_metrics.items():
-        if not key.startswith("training.") or ".seed_" not in key:
-            assert metrics[key] == pytest.approx(value), key
-    # the across-seed statistics come from the per-seed accuracies in the records
+    for key in ("receiver_text.generation.accuracy", "text_relay.scored.accuracy", "random.generation.accuracy"):
+        assert metrics[key] == pytest.approx(single_metrics[key])  # deterministic methods: once, the same
+    # seeded methods lead with the mean over seeds, every seed beside it, and a t interval across seeds
     accs = [sum(r["bridge"]["scored"] == r["label"] for r in rows) / len(rows) for rows in (first, other)]
     assert metrics["bridge.scored.accuracy.seed_0"] == pytest.approx(accs[0])
     assert metrics["bridge.scored.accuracy.seed_5"] == pytest.approx(accs[1])
-    assert metrics["bridge.scored.accuracy.seed_mean"] == pytest.approx(sum(accs) / 2)
+    assert metrics["bridge.scored.accuracy"] == pytest.approx(sum(accs) / 2)
+    assert metrics["bridge.scored.accuracy.seed_0"] == pytest.approx(single_metrics["bridge.scored.accuracy"])
     low, high = stats.mean_interval(accs)
-    assert metrics["bridge.scored.accuracy.seed_ci_low"] == pytest.approx(max(low, 0.0) if accs[0] != accs[1] else accs[0])
-    assert metrics["bridge.scored.accuracy.seed_ci_high"] == pytest.approx(min(high, 1.0) if accs[0] != accs[1] else accs[0])
+    assert metrics["bridge.scored.ci_low"] == pytest.approx(max(low, 0.0) if accs[0] != accs[1] else accs[0])
+    assert metrics["bridge.scored.ci_high"] == pytest.approx(min(high, 1.0) if accs[0] != accs[1] else accs[0])
     curves_seeds = {r["seed"] for r in read_csv_rows(run_dir / "curves.csv") if r["run"] == "bridge"}
     assert curves_seeds == {0, 5}
 
 
-def test_the_reports_claims_get_verdicts_by_their_stated_rule():
+def _claim_data(outcomes: dict, seed_metrics: dict | None = None, spec=None):
+    """The bridge claims' data from per-method outcome lists (one per seed), as the analysis gives them."""
     from types import SimpleNamespace
 
-    from harness.kinds.bridge.analysis import _findings_table
+    from harness.kinds.bridge import claims as B
     from harness.report.tables import Analysis
-    from registry.common import ExpectedValue
+
+    analysis = Analysis(seed_metrics=seed_metrics or {})
+    for method, per_seed in outcomes.items():
+        for kind in ("generation", "valid"):
+            analysis.outcomes[f"{method}.{kind}"] = {
+                seed: {f"i{n}": (float(hit) if kind == "generation" else True) for n, hit in enumerate(hits)}
+                for seed, hits in per_seed.items()}
+        analysis.metrics[f"{method}.generation.accuracy"] = float(np.mean([np.mean(h) for h in per_seed.values()]))
+    spec = spec or load_spec(SST2, "local")
+    return B.ClaimData(spec, analysis)
+
+
+def test_the_reports_claims_are_decided_by_the_engine():
+    from harness import claims as C
+    from harness.kinds.bridge import claims as B
+    from registry.common import ClaimRef
+
+    def decide(claim_id: str, data, **reported):
+        ref = ClaimRef(id=claim_id, section="86", reported=reported)
+        return C.decide(C.Claim(claim_id, B.CATALOGUE[claim_id].statement, "86", "002", "",
+                                B.CATALOGUE[claim_id].evidence(ref, data)))
+
+    n = 200
+    hits = lambda k: [1] * k + [0] * (n - k)  # noqa: E731
+    shifted = [0] * 20 + [1] * 170 + [0] * 10  # the sender text right on 10 items the bridge misses
+    data = _claim_data({"bridge": {0: hits(180), 1: hits(176), 2: hits(178)}, "text_relay": {0: hits(100)},
+                        "receiver_text": {0: hits(150)}, "sender_text": {0: shifted}, "random": {0: hits(100)}})
+    relay = decide("bridge_above_text_relay", data, n=200, bridge=0.947, text_relay=0.71, receiver_text=0.935,
+                   chance=0.5)
+    assert relay.verdict == C.REPRODUCED and relay.self_check == C.SUPPORTED and "3 seed(s)" in relay.statistic
+    # beats both texts: against the sender text the bridge gains 20 items and loses 10: not significant
+    both = decide("bridge_above_both_texts", data)
+    assert both.verdict in (C.NOT_DETECTED, C.UNDERPOWERED)
+    # a reference that cannot beat the random baseline on the same items makes the comparison untestable
+    weak = _claim_data({"bridge": {0: hits(180)}, "text_relay": {0: hits(100)}, "receiver_text": {0: hits(105)},
+                        "random": {0: hits(100)}})
+    assert decide("bridge_above_text_relay", weak).verdict == C.UNTESTABLE
+    # prompt tuning at another budget than the bridge's: untestable, with both budgets named
+    unequal = _claim_data({"bridge": {0: hits(180)}, "prompt_tuning": {0: hits(140)}, "random": {0: hits(100)}},
+                          spec=load_spec(SST2, "local", ["evaluation.prompt_tuning.steps=100"]))
+    finding = decide("bridge_above_prompt_tuning", unequal)
+    assert finding.verdict == C.UNTESTABLE and "unequal training budgets" in finding.statistic
+    equal = _claim_data({"bridge": {0: hits(180)}, "prompt_tuning": {0: hits(140)}, "random": {0: hits(100)}})
+    assert decide("bridge_above_prompt_tuning", equal).verdict == C.REPRODUCED
+    # falling below the better text: the better one is picked over all seeds
+    below = _claim_data({"bridge": {0: hits(20)}, "sender_text": {0: hits(60)}, "receiver_text": {0: hits(90)},
+                         "random": {0: hits(2)}}, spec=load_spec(REPO / "specs" / "gsm8k_latent_cot.yaml", "local"))
+    finding = decide("bridge_below_better_text", below)
+    assert finding.verdict == C.REPRODUCED and "receiver text" in finding.statistic
+
+
+def test_an_unknown_claim_is_one_line_naming_the_spec():
+    from harness import claims as C
+    from harness.kinds.bridge import claims as B
+    from registry.common import ClaimRef
     from registry.errors import SpecError
 
-    def claims(*ids):
-        return SimpleNamespace(name="s", expected=[ExpectedValue(metric=f"claims.{i}", value="yes", section="86")
-                                                   for i in ids])
-
-    def verdicts(accuracies: dict, declared) -> tuple[dict, Analysis]:
-        out = Analysis()
-        for method, (acc, p) in accuracies.items():
-            out.set("chance.accuracy" if method == "chance" else f"{method}.generation.accuracy", acc)
-            if p is not None:
-                out.set(f"mcnemar.{method}.generation.pvalue_holm", p)
-        table = _findings_table(declared, [m for m in accuracies if m != "chance"], out)
-        return {row[0][:20]: row[2] for row in table.rows}, out
-
-    runs = {"bridge": (0.9, None), "text_relay": (0.5, 0.001), "sender_text": (0.6, 0.01), "receiver_text": (0.85, 0.2)}
-    found, out = verdicts(runs, claims("bridge_above_text_relay", "bridge_above_both_texts", "bridge_below_better_text"))
-    assert found == {"The bridge beats the": "reproduced in kind", "Super-additive: the ": "not reproduced",
-                     "The bridge falls bel": "not reproduced"}
-    assert out.facts["claims.bridge_above_text_relay"] == "reproduced in kind"
-    # only the claims the spec declares are tested (the report made no 5-shot claim here, and no method ran)
-    assert verdicts(runs, claims())[0] == {}
-    # §86's margin is over the better text model (the receiver here), with that comparison's test
-    assert out.facts["super_additivity.better_text"] == "receiver_text"
-    assert out.metrics["super_additivity.margin"] == pytest.approx(0.9 - 0.85)
-    assert out.metrics["super_additivity.pvalue_holm"] == 0.2
-    # 'falls below' against a text that can do the task, and against one that cannot
-    below = {"bridge": (0.3, None), "sender_text": (0.7, 0.001), "receiver_text": (0.5, 0.2)}
-    assert verdicts(below, claims("bridge_below_better_text"))[0] == {"The bridge falls bel": "reproduced in kind"}
-    floor = {"bridge": (0.01, None), "sender_text": (0.05, 0.04), "receiver_text": (0.02, 1.0)}
-    assert verdicts(floor, claims("bridge_below_better_text"))[0] == {"The bridge falls bel": "not testable at this scale"}
-    below_chance = {"chance": (0.5, None), "bridge": (0.2, None), "sender_text": (0.45, 0.001), "receiver_text": (0.3, 1.0)}
-    assert verdicts(below_chance, claims("bridge_below_better_text"))[0] == {
-        "The bridge falls bel": "not testable at this scale"}
-    # beating texts that score under chance says nothing; beating a relay at chance is the report's point
-    weak = {"chance": (1 / 6, None), "bridge": (0.9, None), "text_relay": (0.05, 1e-9), "sender_text": (0.01, 1e-9),
-            "receiver_text": (0.3, 1e-6)}
-    assert verdicts(weak, claims("bridge_above_text_relay", "bridge_above_both_texts"))[0] == {
-        "The bridge beats the": "reproduced in kind", "Super-additive: the ": "not testable at this scale"}
-    with pytest.raises(SpecError, match="unknown claim 'bridge_flies'"):
-        verdicts(runs, claims("bridge_flies"))
+    spec = load_spec(SST2, "local").model_copy(update={"claims": [ClaimRef(id="bridge_flies", section="1")]})
+    with pytest.raises(SpecError, match=r"sst2_8tok: claims.0.id: unknown claim 'bridge_flies'"):
+        C.findings_for(spec, B.CATALOGUE, None)
 
 
 def test_open_answers_report_how_many_distinct_answers_each_method_gives():
@@ -340,17 +361,23 @@ def test_open_answers_report_how_many_distinct_answers_each_method_gives():
     assert out.facts["bridge.prediction_collapse"] == "2 distinct answers on 5 items; most common: 10 (3), 12 (2)"
 
 
-def test_a_collapse_claim_compares_distinct_answers_with_the_gold_answers():
-    from types import SimpleNamespace
-
-    from harness.kinds.bridge.analysis import _findings_table, _prediction_diversity
+def test_a_collapse_claim_compares_distinct_answers_with_the_gold_answers_in_every_run():
+    from harness import claims as C
+    from harness.kinds.bridge import claims as B
+    from harness.kinds.bridge.analysis import _prediction_diversity
     from harness.report.tables import Analysis
-    from registry.common import ExpectedValue
+    from registry.common import ClaimRef
 
-    spec = SimpleNamespace(name="s", expected=[ExpectedValue(metric="claims.answers_collapse", value="yes", section="60")])
-    for bridge_answers, verdict in ((["10", "12"], "reproduced in kind"), ([str(i) for i in range(8)], "not reproduced")):
-        records = [{"answer": str(i), "bridge": {"generation": bridge_answers[i % len(bridge_answers)]}} for i in range(40)]
+    def run(answers):  # one training seed's analysis: 40 distinct gold answers, collapsed below 4
+        records = [{"answer": str(i), "bridge": {"generation": answers[i % len(answers)]}} for i in range(40)]
         out = Analysis()
-        _prediction_diversity(records, ["bridge"], out)  # 40 distinct gold answers: collapsed means fewer than 4
-        table = _findings_table(spec, ["bridge"], out)
-        assert [row[2] for row in table.rows] == [verdict] and out.facts["claims.answers_collapse"] == verdict
+        _prediction_diversity(records, ["bridge"], out)
+        return out.metrics
+
+    spec = load_spec(REPO / "specs" / "gsm8k_latent_cot.yaml", "local")
+    ref = ClaimRef(id="answers_collapse", section="60")
+    for runs, verdict in (([["10", "12"], ["10"]], C.REPRODUCED), ([["10", "12"], [str(i) for i in range(8)]], C.MIXED),
+                          ([[str(i) for i in range(8)]], C.NOT_REPRODUCED)):
+        data = B.ClaimData(spec, Analysis(seed_metrics={s: run(a) for s, a in enumerate(runs)}))
+        finding = C.decide(C.Claim("answers_collapse", "", "60", "002", "", B.CATALOGUE["answers_collapse"].evidence(ref, data)))
+        assert finding.verdict == verdict and "this project's" in finding.seeds

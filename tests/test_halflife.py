@@ -145,14 +145,14 @@ def test_the_analysis_pairs_arms_and_tests_the_perturbation_delta():
     assert m["baseline.pressure_last_token.first"] == pytest.approx(0.6)  # the other aggregate is recorded too
     assert m["perturbation.delta.ci_low"] < m["perturbation.delta.mean"] < m["perturbation.delta.ci_high"]
     series = series_by_trajectory(spec, _records(base))
-    assert series[("random10", 1, "baseline")]["chunk_mean"] == pytest.approx([0.6, 0.5, 0.4, 0.25, 0.2])
+    assert series[(None, "random10", 1, "baseline")]["chunk_mean"] == pytest.approx([0.6, 0.5, 0.4, 0.25, 0.2])
 
 
 def test_top1_usage_pressure_reads_the_largest_routing_probability():
     spec = _spec(**{"pressure.name": "top1_usage", "pressure.layers": "all"})
     rows = _records({("random10", 42, "baseline"): [0.5, 0.5]})
     rows[0]["usage"] = [[0.7, 0.1, 0.1, 0.1], [0.4, 0.4, 0.1, 0.1], [0.25] * 4]
-    series = series_by_trajectory(spec, rows)[("random10", 42, "baseline")]
+    series = series_by_trajectory(spec, rows)[(None, "random10", 42, "baseline")]
     assert series["chunk_mean"][0] == pytest.approx(np.mean([0.7, 0.4, 0.25]))
 
 

@@ -207,7 +207,7 @@ def test_the_lineage_page_pairs_adjacent_versions_on_shared_items():
     def entry(name, hits):
         spec = load_spec(REPO / "specs" / f"{name}.yaml", "paper")
         analysis = Analysis(metrics={"bridge.generation.accuracy": sum(hits) / len(hits), "n_items": len(hits)},
-                            per_item={"bridge": {f"q{i}": h for i, h in enumerate(hits)}})
+                            outcomes={"bridge.generation": {0: {f"q{i}": float(h) for i, h in enumerate(hits)}}})
         return SimpleNamespace(spec=spec, analysis=analysis, run={"profile": "local"})
 
     pages = lineage_page.pages([entry("gsm8k_v02", [True] * 2 + [False] * 8), entry("gsm8k_v01", [False] * 10)],
@@ -215,12 +215,12 @@ def test_the_lineage_page_pairs_adjacent_versions_on_shared_items():
     (name, title, tables, notes, figures), = pages
     rows = tables[0].rows
     assert name == "gsm8k_lineage" and [r[0] for r in rows] == ["gsm8k_v01", "gsm8k_v02"]
-    assert rows[0][-1] is None and rows[1][-1].startswith("+2 / −0, p 0.5")
+    assert rows[0][-1] is None and rows[1][-1] == "+20.0 pts, p 0.5 (n 10)"  # McNemar exact: 2 gained, 0 lost
     assert "(0.0%, §5)" in rows[0][4]  # V1's reported accuracy beside the reproduced one
     assert not any(n.startswith("Not run") for n in notes)  # the not-run note only when a version has no run
     unrun = SimpleNamespace(spec=load_spec(REPO / "specs" / "gsm8k_v03.yaml", "paper"), analysis=None, run=None)
     (_, _, tables, notes, _), = lineage_page.pages([entry("gsm8k_v01", [False] * 10), unrun], REPO / "nonexistent")
-    assert tables[0].rows[1][2] == "not run" and any(n.startswith("Not run") for n in notes)
+    assert tables[0].rows[1][2] == "no run yet" and any(n.startswith("Not run") for n in notes)
 
 
 @pytest.mark.slow
@@ -237,45 +237,49 @@ def test_a_lineage_version_logs_its_losses_and_diagnostics_in_the_tiny_profile(t
     assert analyze(load_spec(REPO / "specs" / "gsm8k_v09.yaml", "tiny"), records).metrics["n_items"] == len(records)
 
 
-def test_finding_verdicts_follow_their_rules():
-    def entry(name, **metrics):
-        return SimpleNamespace(spec=load_spec(REPO / "specs" / f"{name}.yaml", "paper"),
-                               analysis=Analysis(metrics={"n_items": 100.0, **metrics}), run={"profile": "local"})
+def _version(name: str, outcomes: dict | None = None, seeds: dict | None = None, series: dict | None = None):
+    """A lineage version's report entry: per-item outcomes (name -> list per seed) and per-seed metrics."""
+    analysis = Analysis(metrics={"n_items": 100.0}, series=series or {},
+                        outcomes={k: {s: {f"q{i}": float(v) for i, v in enumerate(values)} for s, values in per_seed.items()}
+                                  for k, per_seed in (outcomes or {}).items()},
+                        seed_metrics=seeds or {0: {}})
+    return SimpleNamespace(spec=load_spec(REPO / "specs" / f"{name}.yaml", "paper"), analysis=analysis,
+                           run={"profile": "local"})
 
-    collapsed = {"bridge.output_diversity": 0.05, "bridge.output_diversity.ci_high": 0.11,
-                 "bridge.entity_transfer.overall": 0.01, "bridge.entity_transfer.overall.ci_high": 0.03}
-    entries = {"gsm8k_v01": entry("gsm8k_v01", **collapsed),
-               "gsm8k_v10": entry("gsm8k_v10", **{**collapsed, "bridge.output_diversity.ci_high": 0.6}),
-               "gsm8k_v03_1": entry("gsm8k_v03_1", **{"bridge.meta_commentary_rate": 0.40}),
-               "gsm8k_v04": entry("gsm8k_v04", **{"bridge.meta_commentary_rate": 0.05}),
-               "gsm8k_v15_vq": entry("gsm8k_v15_vq", **{"training.bridge.initial_vq_loss": 0.4,
-                                                      "training.bridge.final_vq_loss": 16.0})}
-    rows = lineage_page.findings_table(entries).rows
+
+def test_finding_verdicts_come_from_the_engine_over_every_seed():
+    from harness import claims as C
+
+    collapsed = {"bridge.unique_output": {s: [1] * 5 + [0] * 95 for s in range(3)},
+                 "bridge.entity_transfer": {s: [0.0] * 100 for s in range(3)}}
+    diverse = {**collapsed, "bridge.unique_output": {s: [1] * 60 + [0] * 40 for s in range(3)}}
+    meta = lambda k: {"bridge.meta_commentary": {s: [1] * k + [0] * (100 - k) for s in range(3)}}  # noqa: E731
+    entries = {"gsm8k_v01": _version("gsm8k_v01", collapsed), "gsm8k_v10": _version("gsm8k_v10", diverse),
+               "gsm8k_v03_1": _version("gsm8k_v03_1", meta(40)), "gsm8k_v04": _version("gsm8k_v04", meta(5)),
+               "gsm8k_v15_vq": _version("gsm8k_v15_vq", seeds={s: {"training.bridge.initial_vq_loss": 0.4} for s in range(3)})}
+    table = lineage_page.findings_table(entries)
+    found = {f.statement.split(":")[0].split(" ")[0] + f.statement[:30]: f for f in table.findings}
 
     def verdict(start: str) -> str:
-        return next(row[-1] for row in rows if row[0].startswith(start))
+        return next(f.verdict for f in table.findings if f.statement.startswith(start))
 
-    assert verdict("Posterior collapse") == "reproduced in kind"
-    assert verdict("The auto-encoder") == "not reproduced"  # diversity's interval reaches 60%
-    assert verdict("The train/eval primer mismatch") == "reproduced in kind"  # 40/100 against 5/100
-    assert verdict("VQ with a tiny codebook init") == "not reproduced"  # no NaN step recorded
-    assert verdict("Entity scrambling") == "not run"
+    assert all(f.from_engine for f in table.findings) and found
+    assert verdict("Posterior collapse") == C.REPRODUCED  # 5% distinct, no entity transfer, every seed
+    assert verdict("The auto-encoder") == C.REVERSED  # 60% distinct: significantly above the 50% threshold
+    assert verdict("The train/eval primer mismatch") == C.REPRODUCED  # 40/100 against 5/100 on the same items
+    assert verdict("VQ with a tiny codebook init") == C.NOT_REPRODUCED  # no NaN step in any of the three runs
+    assert verdict("Entity scrambling") == C.NOT_RUN
 
 
-def test_the_no_gradient_finding_needs_the_same_lm_loss_at_every_step():
+def test_the_no_gradient_finding_is_a_design_consequence_with_what_was_measured():
+    from harness import claims as C
+
     def entry(name, losses, total):
-        analysis = Analysis(metrics={"n_items": 2.0, "training.bridge.final_total_loss": total},
-                            series={"lm_loss": list(enumerate(losses, 1))}, per_item={"bridge": {"q0": True, "q1": False}})
-        return SimpleNamespace(spec=load_spec(REPO / "specs" / f"{name}.yaml", "paper"), analysis=analysis,
-                               run={"profile": "local"})
+        return _version(name, {"bridge.generation": {0: [1, 0]}}, {0: {"training.bridge.final_total_loss": total}},
+                        {"lm_loss": list(enumerate(losses, 1))})
 
-    def row(div_losses):
-        entries = {"gsm8k_v15_fsq_div": entry("gsm8k_v15_fsq_div", div_losses, 3.0),
-                   "gsm8k_v15_fsq32": entry("gsm8k_v15_fsq32", [2.5, 2.25, 2.0], 2.0)}
-        return next(r for r in lineage_page.findings_table(entries).rows if r[0].startswith("The unique-code"))
-
-    held = row([2.5, 2.25, 2.0])
-    assert held[-1] == "design consequence"
-    assert held[3].startswith("LM loss equal at 3/3 steps; final total loss 3 against 2") and held[3].endswith("2/2 items")
-    moved = row([2.5, 2.25, 1.9])  # a term with a gradient changes the trajectory
-    assert moved[-1] == "not reproduced" and moved[3].startswith("LM loss equal at 2/3 steps")
+    entries = {"gsm8k_v15_fsq_div": entry("gsm8k_v15_fsq_div", [2.5, 2.25, 2.0], 3.0),
+               "gsm8k_v15_fsq32": entry("gsm8k_v15_fsq32", [2.5, 2.25, 2.0], 2.0)}
+    finding = next(f for f in lineage_page.findings_table(entries).findings if f.statement.startswith("The unique-code"))
+    assert finding.verdict == C.DESIGN
+    assert "equal at 3/3 steps" in finding.statistic and "3 vs 2" in finding.statistic and "2/2 item" in finding.statistic

@@ -459,33 +459,36 @@ def test_ranges_centred_on_the_baseline_give_a_typical_token_the_baseline_parame
     assert float(p) > default.baseline.top_p and int(k) < default.baseline.top_k  # the design consequence
 
 
-def test_the_reports_findings_get_verdicts_by_their_stated_rule():
-    from harness.kinds.tre_sweep.analysis import _findings_table
-    from harness.report.tables import Analysis
+def test_the_reports_claims_are_decided_by_the_engine_per_prompt():
+    from harness import claims as C
+    from harness.kinds.tre_sweep import claims as T
+    from registry.common import ClaimRef
 
     centred = load_spec(REPO / "specs" / "tre_sweep_smollm2_centred_local.yaml", "local")
     default = load_spec(REPO / "specs" / "tre_sweep_smollm2_local.yaml", "local")
     rng = np.random.default_rng(0)
-    # neural generations whose per-token top_p sits above the baseline's 0.9 and top_k below its 50
-    neural = [{"top_p": list(0.93 + 0.01 * rng.standard_normal(8)), "top_k": list(40 + rng.standard_normal(8)),
-               "temperature": [0.7] * 8} for _ in range(20)]
-    out = Analysis()
-    out.set("m.d.neural_vs_baseline.vocab_diversity", 0.3)
-    out.set("m.welch.neural_vs_baseline.vocab_diversity.p", 0.01)
-    out.set("m.win.neural_vs_baseline.vocab_diversity.rate", 0.7)
-    out.set("m.win.neural_vs_baseline.vocab_diversity.sign_test_p", 0.2)
-    out.facts["m.nonfinite_sampling"] = "no"
-    by = {("m", "neural"): neural, ("m", "baseline"): []}
-    expected = {"m.nonfinite_sampling": "yes"}
-    table = _findings_table(out, expected, centred, ["m"], {"m": "M"}, by, ["neural", "baseline"])
-    verdicts = [row[4] for row in table.rows]
-    # no NaN met: not reproduced; the shift is emergent under centred ranges; significant positive d reproduces,
-    # 'not significant' does not; 70% wins but sign p 0.2: not
-    assert verdicts == ["not reproduced", "reproduced in kind", "reproduced in kind", "not reproduced", "not reproduced"]
-    # under the default ranges the same shift is what the ranges give a typical signal
-    table = _findings_table(out, {}, default, ["m"], {"m": "M"}, by, ["neural", "baseline"])
-    assert table.rows[0][0].startswith("TRE raised top_p") and table.rows[0][4] == "design consequence"
-    # the shift must be significant in both parameters
-    flat = [{**g, "top_k": [49.0 + 2 * (i % 2)] * 8} for i, g in enumerate(neural)]  # mean exactly the baseline's
-    table = _findings_table(out, {}, centred, ["m"], {"m": "M"}, {("m", "neural"): flat}, ["neural", "baseline"])
-    assert table.rows[0][4] == "not reproduced"
+
+    def gens(condition, shift, n_prompts=20):
+        return [{"prompt_id": f"p{p}", "trial": t, "vocab_diversity": 0.6 + shift + 0.01 * rng.standard_normal(),
+                 "top_p": list(0.93 + 0.01 * rng.standard_normal(8)), "top_k": list(40 + rng.standard_normal(8))}
+                for p in range(n_prompts) for t in range(3)]
+
+    by = {("m", "neural"): gens("neural", 0.02), ("m", "baseline"): gens("baseline", 0.0)}
+
+    def decide(claim_id, spec, **entry):
+        data = T.ClaimData(spec, by, ["m"], {"m": "M"}, ["neural", "baseline"], {}, {"m.nonfinite_sampling": "no"},
+                           "the ranges force it" if spec is default else None)
+        ref = ClaimRef(id=claim_id, section="Results", **entry)
+        return C.decide(C.Claim(claim_id, "", "", "000", "", T.CATALOGUE[claim_id].evidence(ref, data)))
+
+    raised = decide("neural_raises_diversity_over_baseline", centred, reported={"d": 0.093, "p": 0.386, "n": 175})
+    assert raised.verdict == C.REPRODUCED and "20 prompts" in raised.statistic
+    assert raised.self_check == C.UNSUPPORTED  # the report's own p 0.386
+    null = decide("neural_vs_baseline_not_significant", centred, margin=0.2, reported={"d": 0.093, "n": 175})
+    assert null.verdict == C.NOT_REPRODUCED and null.self_check == C.UNSUPPORTED  # its d's interval passes 0.2
+    wins = decide("neural_wins_most_prompts", centred, reported={"wins": 20, "prompts": 35})
+    assert wins.verdict == C.REPRODUCED and wins.self_check == C.UNSUPPORTED  # 20/35: sign test p 0.5
+    assert decide("nonfinite_sampling", centred).verdict == C.NOT_REPRODUCED
+    # the parameter shift: emergent under centred ranges, by construction under the default ones
+    assert decide("tre_raises_top_p_lowers_top_k", centred).verdict == C.REPRODUCED
+    assert decide("tre_raises_top_p_lowers_top_k", default).verdict == C.DESIGN
