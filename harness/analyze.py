@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,13 +135,14 @@ def analyze_run(spec_path: Path, results_dir: Path, name: str | None = None) -> 
 
 
 ANALYSIS_OUTPUTS = ("metrics.json", "figures")
+_LEFTOVER = re.compile(r"^\..+\.(staging-.*|previous)$")  # what an interrupted write left; not carried over
 
 
 def _carry_run_files(run_dir: Path, stage: Path) -> None:
     """Everything in the run directory but the analysis outputs, into the staging folder: files as hard links
     (same content, no copy), anything else copied; nothing the folder holds is lost by the swap."""
     for entry in sorted(Path(run_dir).iterdir()):
-        if entry.name in ANALYSIS_OUTPUTS:
+        if entry.name in ANALYSIS_OUTPUTS or _LEFTOVER.match(entry.name):
             continue
         target = stage / entry.name
         if entry.is_symlink():

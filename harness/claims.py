@@ -102,11 +102,15 @@ RULES: list[tuple[str, str, str]] = [
      "The harness's own construction guarantees the outcome (named on the row), so the run cannot test the claim."),
     ("not-run", NOT_RUN, "The run the claim needs has not been made under this profile."),
     ("the-reports-own-numbers", "The report's own numbers",
-     "Wherever the report gives enough numbers (n and the compared rates, d and p, win counts, r and n), the same "
-     "rule is applied to them. Paired rates without the pairing: supported when even the least favourable pairing "
-     "of items consistent with the two rates is significant, unsupported when even the most favourable is not, "
-     "undecidable between. A report's reference method that does not beat its own chance rate fails the floor. A "
-     "claim the report's own data fail is either a wrong rule or an unsupported claim: the row says which."),
+     "Wherever the report gives enough numbers (n and the compared rates, d and p, win counts, r and n, a rate and its "
+     "n), the same rule is applied to them: supported by the report's own data, unsupported by them, undecidable from "
+     "them, or the report gives too few numbers. Paired rates without the pairing: supported when even the least "
+     "favourable pairing of items consistent with the two rates is significant, unsupported when even the most "
+     "favourable is not (the gap is within chance at its n), undecidable between. A report's reference method that "
+     "does not beat its own chance rate fails the floor. The rules are the standard tests for data of that shape, so "
+     "when the report's own numbers fail one the row says why, and it is the claim that is unsupported: a gap within "
+     "chance, a claim resting on too few cases (one trajectory, two prompts), or its own test not significant. Where a "
+     "threshold or margin is this project's, the row says so, and a reader may judge that choice instead."),
     ("replicates", "Replicates",
      "Units that are identical by construction (greedy decoding of the same prompt under another seed) count once. "
      "Correlations get Fisher-z intervals, which stay inside [-1, 1]."),
@@ -342,6 +346,8 @@ def _level_text(value: float, scale: float) -> str:
 
 def _paired(e: Paired) -> _Part:
     sign = 1 if e.direction == "above" else -1
+    if not e.a or not e.b:
+        return _Part(UNTESTABLE, f"no outcomes of {e.a_name if not e.a else e.b_name} in this run")
     units = sorted(set.intersection(*[set(o) for o in (*e.a.values(), *e.b.values())]))
     if not units:
         return _Part(UNTESTABLE, f"{e.a_name} and {e.b_name} share no {e.unit}")
@@ -506,7 +512,7 @@ def _paired_self_check(e: Paired) -> tuple[str, str]:
     if worst < ALPHA:
         return SUPPORTED, detail
     if best >= ALPHA:
-        return UNSUPPORTED, detail
+        return UNSUPPORTED, detail + f"; a {abs(100 * (rate_a - rate_b)):.1f}-point gap on {n} items is within chance"
     return UNDECIDABLE, detail
 
 
@@ -674,11 +680,15 @@ def self_check(e: Evidence) -> tuple[str, str]:
         return _paired_self_check(e)
     if isinstance(e, Level) and e.reported is not None and e.reported_n and e.percent:
         sign = 1 if e.direction == "above" else -1
-        hits = round(e.reported * e.reported_n)
-        p_report = stats.binomial_test(hits, e.reported_n, e.threshold) if 0 < e.threshold < 1 else 0.0
+        n = e.reported_n
+        hits = round(e.reported * n)
+        p_report = stats.binomial_test(hits, n, e.threshold) if 0 < e.threshold < 1 else 0.0
         holds = sign * (e.reported - e.threshold) > 0 and p_report < ALPHA
+        extreme = stats.binomial_test(n if sign > 0 else 0, n, e.threshold) if 0 < e.threshold < 1 else 0.0
+        why = "" if holds else (f"; no outcome of {n} could show it: the claim rests on too few cases" if extreme >= ALPHA
+                                else "; its own numbers do not reach the level")
         return (SUPPORTED if holds else UNSUPPORTED,
-                f"{100 * e.reported:.1f}% of {e.reported_n}: p {p_report:.2g} against {100 * e.threshold:.1f}%")
+                f"{100 * e.reported:.1f}% of {n}: p {p_report:.2g} against {100 * e.threshold:.1f}%{why}")
     if isinstance(e, PerRun) and e.reported is not None:
         return (SUPPORTED, "the report's one run shows it") if e.reported else \
             (UNSUPPORTED, "the report's own run does not show it")
@@ -698,8 +708,10 @@ def self_check(e: Evidence) -> tuple[str, str]:
                 f"r {e.reported_r:+.2f} over {e.reported_n}: p {own.pvalue:.2g}")
     if isinstance(e, Majority) and e.reported_wins is not None and e.reported_n:
         own = stats.sign_test_pvalue(e.reported_wins, e.reported_n - e.reported_wins)
-        return (SUPPORTED if own < ALPHA and 2 * e.reported_wins > e.reported_n else UNSUPPORTED,
-                f"{e.reported_wins} of {e.reported_n} (ties not given: counted as losses): sign test p {own:.2g}")
+        holds = own < ALPHA and 2 * e.reported_wins > e.reported_n
+        return (SUPPORTED if holds else UNSUPPORTED,
+                f"{e.reported_wins} of {e.reported_n} (ties not given: counted as losses): sign test p {own:.2g}"
+                + ("" if holds else "; more wins than losses, but not more than chance gives"))
     return NO_NUMBERS, ""
 
 

@@ -282,7 +282,6 @@ def test_training_seeds_are_an_axis_and_the_first_seed_is_the_one_seed_run(tmp_p
 
 def _claim_data(outcomes: dict, seed_metrics: dict | None = None, spec=None):
     """The bridge claims' data from per-method outcome lists (one per seed), as the analysis gives them."""
-    from types import SimpleNamespace
 
     from harness.kinds.bridge import claims as B
     from harness.report.tables import Analysis

@@ -3,7 +3,6 @@
 import math
 
 import numpy as np
-import pytest
 
 from harness import claims as C
 from harness import stats

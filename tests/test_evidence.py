@@ -405,13 +405,15 @@ def test_staging_litter_is_cleaned_and_results_are_readable_by_others(tmp_path):
     results = _saved_run(tmp_path)
     litter = staging_dir(results / "residual_gain_local")  # a `kill -9` mid-analysis leaves one
     (litter / "half.png").write_bytes(b"x")
+    old_style = results / "residual_gain_local" / ".figures.staging-abc"  # and older versions left these inside
+    old_style.mkdir()
     old = os.umask(0o022)
     try:
         analyze_run(RESIDUAL, results)
         fresh = staging_dir(tmp_path / "made")
     finally:
         os.umask(old)
-    assert not litter.exists()
+    assert not litter.exists() and not old_style.exists()
     run_dir = results / "residual_gain_local"
     assert (run_dir.stat().st_mode & 0o777) == 0o755 and (fresh.stat().st_mode & 0o777) == 0o755
     assert ((run_dir / "metrics.json").stat().st_mode & 0o777) == 0o644
@@ -448,3 +450,36 @@ def test_the_committed_runs_were_made_with_the_locked_versions():
             if package in versions and name in pins:
                 recorded = versions[package].split("+")[0]
                 assert recorded == pins[name], f"{run_file.parent.name}: {package} {versions[package]} vs {pins[name]}"
+
+
+# ---------------------------------------------------------------- the smaller findings
+
+@pytest.mark.slow
+def test_random_prompts_and_held_out_texts_are_recorded_and_curves_are_written(tmp_path):
+    from harness.engine import RunSettings, run_spec
+    from harness.fsutil import read_csv_rows, read_jsonl
+    from harness.kinds.halflife.executor import prompt_ids
+    from registry import load_spec
+
+    settings = RunSettings(profile="tiny", results_dir=tmp_path / "r", cache_dir=tmp_path / "c", device="cpu",
+                           show_progress=False)
+    run_dir = run_spec(REPO / "specs" / "halflife_toy.yaml", settings).run_dir
+    records = read_jsonl(run_dir / "records.jsonl")
+    firsts = [r for r in records if r["chunk"] == 0 and r["index"] == 0]
+    spec = load_spec(REPO / "specs" / "halflife_toy.yaml", "tiny")
+    assert firsts and all(r["prompt_tokens"] == prompt_ids(spec, spec.prompts[0], None, 1000, r["seed"]) for r in firsts)
+    assert len(read_csv_rows(run_dir / "curves.csv")) > 0  # per chunk and layer: routing entropy and top-1 usage
+    run_dir = run_spec(REPO / "specs" / "alignment_procrustes_local.yaml", settings).run_dir
+    (calibration,) = [r for r in read_jsonl(run_dir / "records.jsonl") if r["record"] == "calibration"]
+    assert calibration["fit_ids"] and calibration["heldout_ids"]
+    assert not set(calibration["fit_ids"]) & set(calibration["heldout_ids"])
+
+
+def test_the_cache_folder_help_shows_the_environment_and_runs_print_no_deprecation(tmp_path):
+    shown = _harness("run", "--help", env={"HARNESS_CACHE_DIR": str(tmp_path / "mine")})
+    assert str(tmp_path / "mine") in shown.stdout.replace("\n", "").replace(" ", "") or \
+        str(tmp_path / "mine") in shown.stdout
+    result = _harness("run", str(RESIDUAL), "--profile", "tiny", "--quiet", "--results-dir", str(tmp_path / "r"),
+                      "--cache-dir", str(tmp_path / "c"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "past_key_values" not in result.stderr and "%|" not in result.stderr  # no warning, no progress bar

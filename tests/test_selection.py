@@ -3,7 +3,6 @@ the development items that quick evaluation and selection runs read; the committ
 settings the local bridge specs use."""
 
 import functools
-from pathlib import Path
 
 import pytest
 import yaml

@@ -2,7 +2,6 @@
 the committed results comes from a finding the engine made."""
 
 import re
-from pathlib import Path
 
 import pytest
 
