@@ -98,3 +98,17 @@ def test_alignment_held_out_texts_are_disjoint_from_the_fitting_texts():
         assert len(calibration) == 1, f"{name}: the run records which texts fit and which are held out"
         fit, held = set(calibration[0]["fit_ids"]), set(calibration[0]["heldout_ids"])
         assert fit and held and not fit & held
+
+
+def test_a_selection_run_reads_only_its_grid_not_the_specs_own_learning_rates(tmp_path):
+    """Why the committed selection run stays current when the specs adopt its winners: its records do not depend on
+    the learning rates the spec file sets (every setting takes its own from the grid)."""
+    from harness.engine import RunSettings, run_spec
+
+    spec = REPO / "specs" / "bridge_selection_local.yaml"
+    runs = []
+    for n, overrides in enumerate(((), ("training.lr=0.5", "evaluation.prompt_tuning.lr=0.25"))):
+        settings = RunSettings(profile="tiny", results_dir=tmp_path / str(n), cache_dir=tmp_path / "cache", device="cpu",
+                               show_progress=False, overrides=overrides)
+        runs.append((run_spec(spec, settings).run_dir / "records.jsonl").read_text())
+    assert runs[0] == runs[1]

@@ -243,7 +243,7 @@ def _render(reports: list[SpecReport], env, results_dir: Path, out_dir: Path, pr
                     (stage / f"{name}.{ext}").write_text(text, encoding="utf-8")
                     written.append(out_dir / f"{name}.{ext}")
         others = [r.name for r in reports if r.run and r.run["profile"] != profile]
-        every = [f for r in reports for f in r.findings] + cross_spec
+        every = sorted([f for r in reports for f in r.findings] + cross_spec, key=lambda f: (f.report, f.subject))
         page = findings_table(every, "Every claim of the reports, one row each", subject=True)
         for ext in ("md", "tex"):
             text = env.get_template(f"findings.{ext}.j2").render(table=page, counts=_verdict_counts(every),
