@@ -177,11 +177,13 @@ def test_correlation_intervals_stay_inside_minus_one_to_one():
 
 
 def test_identical_replicates_count_once():
-    values = {0: {f"seed{s}": 0.5 for s in range(10)}}
-    values[0].update({"other": 0.9})
-    fingerprints = {f"seed{s}": "the same greedy trajectory" for s in range(10)} | {"other": "another"}
-    finding = _claim(C.Level("share", values, 0.4, "above", fingerprints=fingerprints, percent=False))
-    assert finding.verdict == C.UNTESTABLE or "9 identical replicates counted once" in finding.statistic
+    """Ten greedy trajectories of one prompt under ten seeds are one unit, not ten."""
+    values = {0: {f"seed{s}": 0.9 for s in range(10)} | {"b": 0.8, "c": 0.85}}
+    fingerprints = {f"seed{s}": "the same greedy tokens" for s in range(10)} | {"b": "other tokens", "c": "more"}
+    finding = _claim(C.Level("share", values, 0.5, "above", fingerprints=fingerprints, percent=False))
+    assert "on 3 items" in finding.statistic and "9 identical replicates counted once" in finding.statistic
+    counted = _claim(C.Level("share", values, 0.5, "above", percent=False))
+    assert "on 12 items" in counted.statistic  # without fingerprints every seed would be a unit
 
 
 # ---------------------------------------------------------------- the report's own numbers
