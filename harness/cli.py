@@ -272,17 +272,27 @@ def plan(paths: tuple[Path, ...], profile: str, overrides: tuple[str, ...]):
 @click.option("--timeout", "timeout_min", type=int, default=240, show_default=True, help="Minutes per job.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec field. Repeatable.")
 @click.option("--wait", is_flag=True, help="Wait for every job and report how it ended.")
-@results_option
+@click.option("--results-dir", type=click.Path(path_type=Path), default=None, envvar="HARNESS_RESULTS_DIR",
+              help="Write <results-dir>/<name>/ (default: results/ for the pipeline's own runs, else a run place).")
+@click.option("--run-id", default=None, metavar="ID", help="Name the run place the jobs write (see `harness run`).")
+@click.option("--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), envvar="HARNESS_RUNS_DIR",
+              show_default=True, help="Where run places go.")
 @click.option("--logs", "log_dir", type=click.Path(path_type=Path), default=Path("logs/submitit"), show_default=True,
               help="Where submitit keeps each job's script, stdout and stderr.")
 @user_errors
 def submit(specs: tuple[Path, ...], executor: str, profile: str, partition: str | None, gpus: int,
            gpu_memory: float | None, cpus: int, timeout_min: int, overrides: tuple[str, ...], wait: bool,
-           results_dir: Path, log_dir: Path):
-    """Send each spec to a cluster as one job (submitit) that runs `harness run` into the results folder."""
+           results_dir: Path | None, run_id: str | None, runs_dir: Path, log_dir: Path):
+    """Send each spec to a cluster as one job (submitit) that runs `harness run`; like `harness run`, only the
+    pipeline's own runs write results/, any other writes a run place (all jobs of one submission share it)."""
+    from harness.places import default_run_id, pipeline_profile, results_dir_for
     from harness.submit import Resources, SubmitError
     from harness.submit import submit as submit_jobs
 
+    pipeline = pipeline_profile()
+    if results_dir is None and run_id is None and (profile != pipeline or overrides):
+        run_id = default_run_id(profile, overrides)
+    results_dir, place = results_dir_for(profile, overrides, results_dir, run_id, pipeline, runs_dir)
     resources = Resources(partition, gpus, gpu_memory, cpus, timeout_min, profile)
     try:
         jobs = submit_jobs(list(specs), executor, resources, results_dir.resolve(), log_dir, overrides)
@@ -290,6 +300,8 @@ def submit(specs: tuple[Path, ...], executor: str, profile: str, partition: str 
         _fail(str(exc), exc.exit_code)
     for path, job in zip(specs, jobs):
         click.echo(f"{path}: job {job.job_id} (logs in {log_dir}/)")
+    if place is not None:
+        click.echo(f"The jobs write their own run place, {place}/ (`harness report --run {place}` renders it).")
     if not wait:
         return
     failed = 0
