@@ -326,14 +326,34 @@ def _unit_means(outcomes: Outcomes, units: list) -> np.ndarray:
     return np.array([np.mean([float(by_unit[u]) for by_unit in outcomes.values()]) for u in units])
 
 
+MEAN = "mean"  # a side whose seeds cannot be paired one to one enters a per-seed comparison as its mean over seeds
+
+
 def _seed_pairs(a: Outcomes, b: Outcomes) -> list[tuple]:
-    """(label, a's seed, b's seed): seeds paired in order; a deterministic side repeats its one run."""
+    """(label, a's seed, b's seed): a deterministic side repeats its one run; seeds pair in order when both sides
+    have as many; otherwise each of a's seeds meets b's mean over its seeds, so no seed is dropped."""
     a_seeds, b_seeds = list(a), list(b)
     if len(b_seeds) == 1:
         return [(s, s, b_seeds[0]) for s in a_seeds]
     if len(a_seeds) == 1:
         return [(s, a_seeds[0], s) for s in b_seeds]
+    if len(a_seeds) != len(b_seeds):
+        return [(s, s, MEAN) for s in a_seeds]
     return [(f"{sa}/{sb}" if sa != sb else sa, sa, sb) for sa, sb in zip(a_seeds, b_seeds)]
+
+
+def _value(outcomes: Outcomes, seed, unit) -> float:
+    if seed == MEAN:
+        return float(np.mean([float(by_unit[unit]) for by_unit in outcomes.values()]))
+    return float(outcomes[seed][unit])
+
+
+def _valid(flags: Outcomes | None, seed, unit) -> bool:
+    if flags is None:
+        return True
+    if seed == MEAN:
+        return all(bool(by_unit[unit]) for by_unit in flags.values())
+    return bool(flags[seed][unit])
 
 
 def _pct(value: float, scale: float = 100.0) -> str:
@@ -359,7 +379,7 @@ def _paired(e: Paired) -> _Part:
     test = stats.paired_difference_test(d, binary_single=binary and single)
     per_seed = []
     for label, sa, sb in _seed_pairs(e.a, e.b):
-        diff = float(np.mean([float(e.a[sa][u]) - float(e.b[sb][u]) for u in units]))
+        diff = float(np.mean([_value(e.a, sa, u) - _value(e.b, sb, u) for u in units]))
         per_seed.append((label, diff))
     seeds_text = "per seed " + ", ".join(f"{label}: {_pct(diff, e.scale)}" for label, diff in per_seed) \
         if len(per_seed) > 1 else f"one seed ({per_seed[0][0]})"
@@ -370,8 +390,8 @@ def _paired(e: Paired) -> _Part:
     # power at the report's effect, capped by what the compared method leaves possible here
     low_bound, high_bound = e.bounds
     cap = (high_bound - b_mean.mean()) if sign > 0 else (b_mean.mean() - low_bound)
-    m2_floor = lambda eff: abs(eff) if binary and single else eff ** 2  # noqa: E731
-    power_at = lambda eff: stats.paired_power(len(units), eff, max(test.second_moment, m2_floor(eff)))  # noqa: E731
+    power_at = lambda eff: stats.paired_power(len(units), eff, stats.alternative_second_moment(  # noqa: E731
+        eff, test.mean_difference, test.second_moment, binary and single))
     mde = stats.minimum_detectable_effect(power_at, cap)
     mde_text = f"MDE {_pct(mde, e.scale).lstrip('+')}" if mde is not None else \
         f"no effect up to the possible {_pct(cap, e.scale).lstrip('+')} is detectable"
@@ -396,16 +416,15 @@ def _paired(e: Paired) -> _Part:
         part.verdict = UNTESTABLE
         part.statistic = "; ".join(reasons) + f" ({statistic})"
         return part
-    if significant and sign * test.mean_difference > 0:
-        if not all(sign * diff > 0 for _, diff in per_seed):
-            part.verdict = MIXED
-            return part
-        invalid = _decided_by_invalid(e, units, sign)
+    if significant:  # an effect either way must hold on the items both methods answered validly
+        observed = 1 if test.mean_difference > 0 else -1
+        invalid = _decided_by_invalid(e, units, observed)
         if invalid:
             part.verdict = UNTESTABLE
             part.statistic = f"{invalid} ({statistic})"
             return part
-        part.verdict = REPRODUCED
+    if significant and sign * test.mean_difference > 0:
+        part.verdict = REPRODUCED if all(sign * diff > 0 for _, diff in per_seed) else MIXED
     elif significant:
         part.verdict = REVERSED
     elif power is not None:
@@ -454,10 +473,8 @@ def _decided_by_invalid(e: Paired, units: list, sign: int) -> str:
     for u in units:
         per_seed = []
         for _, sa, sb in _seed_pairs(e.a, e.b):
-            ok_a = e.valid_a is None or bool(e.valid_a[sa][u])
-            ok_b = e.valid_b is None or bool(e.valid_b[sb][u])
-            if ok_a and ok_b:
-                per_seed.append(float(e.a[sa][u]) - float(e.b[sb][u]))
+            if _valid(e.valid_a, sa, u) and _valid(e.valid_b, sb, u):
+                per_seed.append(_value(e.a, sa, u) - _value(e.b, sb, u))
             else:
                 invalid += 1
         if per_seed:
@@ -475,45 +492,50 @@ def _decided_by_invalid(e: Paired, units: list, sign: int) -> str:
 
 
 def _paired_self_check(e: Paired) -> tuple[str, str]:
-    """The same comparison on the report's rates and n, over every pairing of items those allow; where the report
-    gives its own two-sample test (p, or d over n per side), that test."""
+    """The same comparison on the report's numbers: its references against its chance rate, then its own two-sample
+    test where it gives one (p, or d over n per side), else its rates and n over every pairing of items those allow."""
     sign = 1 if e.direction == "above" else -1
+    chance = (e.reported_chance or {}).get("chance")
+    if e.reported_n:
+        for ref in e.references:
+            rate = (e.reported_chance or {}).get(ref.name)
+            if rate is not None and chance is not None:
+                low = stats.wilson_interval(round(rate * e.reported_n), e.reported_n)[0]
+                if not low > chance:
+                    return UNSUPPORTED, (f"the report's {ref.name} {100 * rate:.1f}% (lower bound {100 * low:.1f}%, "
+                                         f"n {e.reported_n}) does not beat its chance {100 * chance:.1f}%: the "
+                                         f"comparison rests on a baseline at chance")
     if e.reported_p is not None or (e.reported_d is not None and e.reported_n):
+        effect = e.reported_d if e.reported_d is not None else (e.reported[0] - e.reported[1] if e.reported else None)
         if e.reported_p is not None:
             pvalue, how = e.reported_p, f"its own test: p {e.reported_p:.3g}"
         else:
             t = e.reported_d * math.sqrt(e.reported_n / 2)
             pvalue = float(2 * stats.scipy_stats.t.sf(abs(t), 2 * e.reported_n - 2))
             how = f"d {e.reported_d:g} over {e.reported_n} per side: two-sample t {t:.2f}, p {pvalue:.2g}"
-        effect = e.reported_d if e.reported_d is not None else (e.reported[0] - e.reported[1] if e.reported else 0)
+        if effect is None:
+            return UNDECIDABLE, how + "; the report gives no direction for it"
         holds = pvalue < ALPHA and sign * effect > 0
-        return (SUPPORTED if holds else UNSUPPORTED), how
+        return (SUPPORTED, how) if holds else (UNSUPPORTED, how + ("; not significant" if pvalue >= ALPHA
+                                                                   else "; in the other direction"))
     if e.reported is None or not e.reported_n:
         return NO_NUMBERS, ""
     n = int(e.reported_n)
     rate_a, rate_b = e.reported
-    chance = (e.reported_chance or {}).get("chance")
-    for ref in e.references:
-        rate = (e.reported_chance or {}).get(ref.name)
-        if rate is not None and chance is not None:
-            low = stats.wilson_interval(round(rate * n), n)[0]
-            if not low > chance:
-                return UNSUPPORTED, (f"the report's {ref.name} {100 * rate:.1f}% (lower bound {100 * low:.1f}%, "
-                                     f"n {n}) does not beat its chance {100 * chance:.1f}%")
     hits_a, hits_b = round(rate_a * n), round(rate_b * n)
     if sign * (hits_a - hits_b) <= 0:
         return UNSUPPORTED, f"the report's own rates ({100 * rate_a:.1f}% vs {100 * rate_b:.1f}%) point the other way"
     both = max(0, hits_a + hits_b - n)  # least favourable: as few items right for both as the rates allow
-    worst = stats.mcnemar_test(*_pairs(n, hits_a - both, hits_b - both, both)).pvalue
-    best = stats.mcnemar_test(*_pairs(n, max(hits_a - hits_b, 0), max(hits_b - hits_a, 0),
-                                      min(hits_a, hits_b))).pvalue
+    worst = stats.mcnemar_test(*_pairs(n, hits_a - both, hits_b - both, both), exact=True).pvalue
+    best = stats.mcnemar_test(*_pairs(n, max(hits_a - hits_b, 0), max(hits_b - hits_a, 0), min(hits_a, hits_b)),
+                              exact=True).pvalue
     detail = (f"{100 * rate_a:.1f}% vs {100 * rate_b:.1f}% of {n}: McNemar p between {best:.2g} (most favourable "
               f"pairing) and {worst:.2g} (least)")
     if worst < ALPHA:
         return SUPPORTED, detail
     if best >= ALPHA:
         return UNSUPPORTED, detail + f"; a {abs(100 * (rate_a - rate_b)):.1f}-point gap on {n} items is within chance"
-    return UNDECIDABLE, detail
+    return UNDECIDABLE, detail + "; it depends on how the items pair, which the report does not give"
 
 
 def _pairs(n: int, only_a: int, only_b: int, both: int) -> tuple[list[bool], list[bool]]:
@@ -570,8 +592,8 @@ def _level(e: Level) -> _Part:
     if e.reported is not None and sign * (e.reported - e.threshold) > 0:
         power = stats.one_sample_power(len(units), e.reported - e.threshold, sd)
         power_text = f"power {power:.2f} at the reported {fmt(e.reported)}"
-    mde = stats.minimum_detectable_effect(lambda x: stats.one_sample_power(len(units), x, sd),
-                                          1.0 if e.percent else max(abs(e.threshold), 1.0) * 10)
+    room = ((1 - e.threshold) if sign > 0 else e.threshold) if e.percent else max(abs(e.threshold), 1.0) * 10
+    mde = stats.minimum_detectable_effect(lambda x: stats.one_sample_power(len(units), x, sd), room)
     if mde is not None:
         power_text = "; ".join(t for t in (power_text, f"MDE {fmt(mde)} from the threshold") if t)
     part = _Part("", statistic, seeds_text, power_text, *self_check(e))
@@ -658,6 +680,8 @@ def _majority(e: Majority) -> _Part:
     statistic = (f"{e.name}: wins {wins}, ties {ties}, losses {losses} of {len(values)} {e.unit}; sign test "
                  f"p {pvalue:.2g}")
     power, power_text = None, ""
+    if wins + losses == 0:
+        return _Part(NOT_DETECTED, statistic, "", f"every one of the {len(values)} {e.unit} ties", *self_check(e))
     if e.reported_wins is not None and e.reported_n:
         share = e.reported_wins / e.reported_n
         if share > 0.5:

@@ -70,11 +70,11 @@ class McNemarResult(_Result):
     method: str
 
 
-def mcnemar_test(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> McNemarResult:
+def mcnemar_test(a_correct: Sequence[bool], b_correct: Sequence[bool], exact: bool | None = None) -> McNemarResult:
     """McNemar's test on paired predictions of the same items.
 
-    Exact binomial when the discordant pairs b + c < 25, otherwise chi-square with
-    continuity correction.
+    Exact binomial when the discordant pairs b + c < 25 (or when `exact` says so), otherwise chi-square
+    with continuity correction.
     """
     a = np.asarray(a_correct, dtype=bool)
     b_arr = np.asarray(b_correct, dtype=bool)
@@ -83,7 +83,7 @@ def mcnemar_test(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> McNema
     b = int(np.sum(a & ~b_arr))
     c = int(np.sum(~a & b_arr))
     table = [[int(np.sum(a & b_arr)), b], [c, int(np.sum(~a & ~b_arr))]]
-    exact = b + c < MCNEMAR_EXACT_BELOW
+    exact = b + c < MCNEMAR_EXACT_BELOW if exact is None else exact
     method = "exact binomial" if exact else "chi-square, continuity corrected"
     if b + c == 0:
         return McNemarResult(b, c, int(a.size), 0.0, 1.0, method)
@@ -271,22 +271,25 @@ def paired_difference_test(differences: Sequence[float], binary_single: bool = F
         result = _sm_mcnemar([[0, b], [c, 0]], exact=True)
         return PairedTest(int(d.size), mean, float(min(1.0, result.pvalue)), "McNemar, exact binomial", m2)
     observed = abs(nonzero.sum())
+    tie = observed * (1 - 1e-9) - 1e-12  # sums equal to the observed one up to rounding count as ties
     if nonzero.size <= SIGN_FLIP_EXACT_UP_TO:
         signs = ((np.arange(2 ** nonzero.size)[:, None] >> np.arange(nonzero.size)) & 1) * 2 - 1
         sums = np.abs(signs @ nonzero)
-        pvalue = float(np.mean(sums >= observed - 1e-12))
+        pvalue = float(np.mean(sums >= tie))
         method = "sign-flip test, exact"
     else:
         rng = np.random.default_rng(seed)
-        sums = np.abs((rng.integers(0, 2, size=(resamples, nonzero.size)) * 2 - 1) @ nonzero)
-        pvalue = float((np.sum(sums >= observed - 1e-12) + 1) / (resamples + 1))
+        sums = np.abs((rng.integers(0, 2, size=(resamples, nonzero.size), dtype=np.int8) * 2 - 1) @ nonzero)
+        pvalue = float((np.sum(sums >= tie) + 1) / (resamples + 1))
         method = f"sign-flip test, {resamples:,} seeded resamples"
     return PairedTest(int(d.size), mean, min(1.0, pvalue), method, m2)
 
 
 def paired_power(n: int, effect: float, second_moment: float, alpha: float = 0.05) -> float:
     """Power of a two-sided paired test of mean difference `effect` over n units whose squared differences average
-    `second_moment` (Connor 1987's approximation for McNemar's test; the normal approximation in general)."""
+    `second_moment` under that effect (Connor 1987's approximation for McNemar's test, where it is the share of
+    discordant units; the normal approximation in general). Callers build the second moment for each effect with
+    `alternative_second_moment`."""
     if n <= 0 or effect == 0:
         return float("nan") if n <= 0 else alpha
     psi = max(second_moment, effect ** 2)
@@ -296,6 +299,17 @@ def paired_power(n: int, effect: float, second_moment: float, alpha: float = 0.0
     if spread == 0:
         return 1.0 if signal > 0 else 0.0
     return float(scipy_stats.norm.cdf(signal / spread))
+
+
+def alternative_second_moment(effect: float, observed_mean: float, observed_second_moment: float,
+                              binary_single: bool) -> float:
+    """E[d^2] if the true mean difference were `effect`, keeping what the data show of the spread: for one seed of
+    right/wrong outcomes, the items on which the compared method beats the claimed one stay (2 min(b, c) / n) and
+    |effect| of the items separate them; otherwise the observed variance plus effect^2. Never below what the
+    observed data imply, so power is not overstated."""
+    if binary_single:
+        return min(1.0, observed_second_moment - abs(observed_mean) + abs(effect))
+    return max(observed_second_moment - observed_mean ** 2, 0.0) + effect ** 2
 
 
 def minimum_detectable_effect(power_at, cap: float, power: float = 0.8) -> float | None:

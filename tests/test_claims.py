@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from harness import claims as C
 from harness import stats
@@ -223,3 +224,53 @@ def test_findings_come_only_from_the_engine():
     forged = C.Finding("x", "", "", "", "", "", "", "", C.REPRODUCED, C.SUPPORTED, "")
     assert not forged.from_engine
     assert math.isnan(stats.paired_power(0, 0.1, 0.1))
+
+
+# ---------------------------------------------------------------- cases a review found
+
+def test_unequal_seed_counts_drop_no_seed():
+    """Three seeds against two: each of a's seeds meets b's mean, so a seed that reverses is seen."""
+    a = {0: [1] * 100, 1: [1] * 100, 2: [0] * 100}
+    b = {0: [1] * 30 + [0] * 70, 1: [1] * 30 + [0] * 70}
+    finding = _claim(_paired(a, b))
+    assert finding.verdict == C.MIXED and "2: -30.0 pts" in finding.seeds
+
+
+def test_the_sign_flip_test_counts_ties_at_any_scale():
+    big = [871.6213571577978] * 9 + [-871.6213571577978] * 5
+    assert stats.paired_difference_test(big).pvalue == pytest.approx(stats.sign_test_pvalue(9, 5))
+    assert stats.paired_difference_test([244119.63] * 12).pvalue == pytest.approx(2 / 2 ** 12)
+
+
+def test_a_reversal_made_by_invalid_outputs_is_untestable_too():
+    n = 200
+    a = [0] * 80 + [1] * 60 + [0] * 60   # invalid on the first 80 items, right on 60 of the other 120
+    b = [1] * 60 + [0] * 20 + [1] * 30 + [0] * 90
+    valid_a = {0: {f"i{i}": i >= 80 for i in range(n)}}
+    e = C.Paired("bridge", "relay", _outcomes(a), _outcomes(b), "above", valid_a=valid_a)
+    finding = _claim(e)
+    assert finding.verdict == C.UNTESTABLE and "decided by invalid outputs" in finding.statistic
+
+
+def test_a_reported_p_without_a_direction_is_undecidable_and_the_floor_comes_first():
+    a, b = _rows(150, 40, 10, 0)
+    assert _claim(_paired({0: a}, {0: b}, reported_p=0.001)).self_check == C.UNDECIDABLE
+    reference = C.Reference("receiver text", _outcomes(b), chance=0.0)
+    floor_first = _claim(_paired({0: a}, {0: b}, references=[reference], reported_p=0.001, reported_n=200,
+                                 reported_chance={"receiver text": 0.01, "chance": 0.013}))
+    assert floor_first.self_check == C.UNSUPPORTED and "at chance" in floor_first.self_detail
+
+
+def test_every_unit_tied_is_not_detected_and_a_level_mde_stays_possible():
+    tied = _claim(C.Majority("wins", {f"p{i}": 0.0 for i in range(10)}))
+    assert tied.verdict == C.NOT_DETECTED and "ties" in tied.power and "nan" not in tied.power
+    level = _claim(C.Level("share", _outcomes([1] * 9 + [0]), 0.8, "above"))
+    assert "MDE" not in level.power or float(level.power.split("MDE ")[1].split("%")[0]) <= 20.0
+
+
+def test_power_keeps_the_disagreement_the_data_show():
+    """39% vs 33% claimed, 6 items for a and 5 for b observed: the 5 items b wins stay in the power calculation."""
+    a, b = _rows(60, 6, 5, 129)
+    finding = _claim(_paired({0: a}, {0: b}, reported=(0.39, 0.33)))
+    power = float(finding.power.split("power ")[1].split(" ")[0])
+    assert 0.6 < power < 0.8 and finding.verdict == C.UNDERPOWERED

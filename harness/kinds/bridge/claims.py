@@ -34,13 +34,17 @@ class ClaimData:
         return bool(self.outcomes(method))
 
     def chance(self) -> tuple[float, str]:
-        """The random baseline's observed rate on these items, else the analytic chance (0 for open answers)."""
+        """The level a reference must beat: the larger of the random baseline's observed rate on these items and the
+        analytic chance (a lucky-low random draw never lowers the floor; 0 for open answers)."""
+        labels = self.spec.task.label_names()
+        analytic = 1 / len(labels) if labels else 0.0
         random = self.outcomes("random")
         if random:
             (hits,) = random.values()
-            return float(sum(hits.values()) / len(hits)), "the random baseline"
-        labels = self.spec.task.label_names()
-        return (1 / len(labels), "chance") if labels else (0.0, "chance (open answers)")
+            observed = float(sum(hits.values()) / len(hits))
+            if observed >= analytic:
+                return observed, "the random baseline"
+        return (analytic, "chance") if labels else (0.0, "chance (open answers)")
 
     def budget(self, method: str) -> str:
         steps = self.spec.training.steps if method == "bridge" else self.spec.prompt_tuning_steps()

@@ -44,6 +44,7 @@ def _token_scaling_findings(rows) -> Table:
             few_out, many_out = (e.analysis.outcomes.get(f"bridge.{outcome}", {}) for e in (few, many))
             random = few.analysis.outcomes.get(f"random.{outcome}", {})
             observed = float(np.mean(list(next(iter(random.values())).values()))) if random else chance
+            observed = max(observed, chance)  # a lucky-low random draw never lowers the floor
             evidence = [C.Paired(
                 label(many), label(few), many_out, few_out, "below",
                 references=[C.Reference(label(few), few_out, observed,
