@@ -64,7 +64,9 @@ RULES: list[tuple[str, str, str]] = [
      "right/wrong outcomes this is McNemar's exact test; otherwise the sign-flip (paired randomisation) test of the "
      "mean difference, exact up to 16 differing items and a seeded 20,000-resample estimate beyond. A claim about a "
      "level (a rate above or below a value) uses the one-sample test of the per-unit means against it (exact "
-     "binomial for one seed of right/wrong outcomes). A claim naming several comparisons needs every one."),
+     "binomial for one seed of right/wrong outcomes). A claim naming several comparisons needs every one (an "
+     "intersection-union test: no multiplicity correction is due). The p-value treats the trained models as given; "
+     "what guards against an effect of one lucky training run is the rule that every seed must show the direction."),
     ("mixed-across-seeds", MIXED,
      "Significant over all seeds, but at least one training seed points the other way (or no way): the effect "
      "does not survive retraining, so it is not reproduced in kind. For an outcome that is one event per training "
@@ -90,12 +92,13 @@ RULES: list[tuple[str, str, str]] = [
     ("not-testable-at-this-scale", UNTESTABLE,
      "The comparison cannot say anything here. (1) Floors: every reference method of a comparison must beat the "
      "random baseline on the same items by its own 95% interval (Wilson; every seed of a trained one): the lower "
-     "bound above the random baseline's observed rate (or chance when there is no random method). The reference "
+     "bound above the random baseline's observed rate or the analytic chance rate, whichever is higher. The reference "
      "methods are the compared baselines; for a text relay, the receiver reading the text itself, because the relay "
      "passes through the receiver: if the receiver cannot do the task, a relay's fall says nothing about the relay. "
      "A baseline at chance makes 'beats it' untestable. (2) Invalid outputs: where outputs can be invalid "
-     "(unparseable), the comparison is repeated on the items both methods answered validly; if the effect is "
-     "significant on all items but not on the valid ones, invalid outputs decide it. (3) Budgets: compared trained "
+     "(unparseable), the comparison is repeated on the items both methods answered validly (a sensitivity check: "
+     "which items are valid depends on the methods); if an effect, either way, is significant on all items but not "
+     "on the valid ones, invalid outputs decide it. (3) Budgets: compared trained "
      "methods must have the same steps, batch and evaluation items. (4) The data the claim needs are missing "
      "(named)."),
     ("design-consequence", DESIGN,
