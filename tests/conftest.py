@@ -20,6 +20,16 @@ def pytest_collection_modifyitems(items):
 SPECS = sorted((REPO / "specs").glob("*.yaml"))
 
 
+def pending_stages() -> dict[str, str]:
+    """Stages the README declares as not rerun at this commit (section 'Stages not run at this commit'): name ->
+    reason. Their committed results predate the current code, so tests of committed evidence pass them by."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    section = text.split("### Stages not run at this commit", 1)[1].split("\n#", 1)[0]
+    return dict(re.findall(r"^- `([\w-]+)`: (.+)$", section, flags=re.M))
+
+
 @pytest.fixture
 def write_spec(tmp_path):
     """Write a YAML spec file into a temp folder and return its path."""

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from conftest import REPO, SPECS
+from conftest import REPO, SPECS, pending_stages
 from harness.engine import runnable_profiles
 from harness.codegraph import analyze_roots, run_roots
 from harness.cli import main as cli_main
@@ -137,10 +137,7 @@ def test_stage_outputs_do_not_overlap():
 
 
 def _not_rerun_declared() -> dict[str, str]:
-    """Stages the README declares as not rerun at this commit (section 'Stages not run at this commit')."""
-    text = (REPO / "README.md").read_text()
-    section = text.split("### Stages not run at this commit", 1)[1].split("\n#", 1)[0]
-    return dict(re.findall(r"^- `([\w-]+)`: (.+)$", section, flags=re.M))
+    return pending_stages()
 
 
 def test_committed_results_match_the_committed_lock():
