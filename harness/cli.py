@@ -342,6 +342,28 @@ def analyze(specs: tuple[Path, ...], results_dir: Path, run_place: Path | None):
 
 
 @main.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@specs_option
+@results_option
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the comparison as Markdown.")
+@user_errors
+def compare(run_a: str, run_b: str, specs_dir: Path, results_dir: Path, out: Path | None):
+    """Two runs of the same task, paired item by item: RUN is a run folder, a spec name (its run in the results
+    folder) or NAME@REV (the run committed at a git revision, e.g. sst2_8tok@HEAD~5)."""
+    from harness.compare import compare as compare_runs
+    from harness.compare import markdown
+
+    a, b, rows = compare_runs(run_a, run_b, specs_dir, results_dir)
+    text = markdown(a, b, rows)
+    click.echo(text, nl=False)
+    if out is not None:
+        from harness.fsutil import atomic_write_text
+
+        atomic_write_text(out, text)
+
+
+@main.command()
 @click.option("--write", is_flag=True, help="Write dvc.yaml instead of printing it.")
 @click.option("--params", "params_file", type=click.Path(path_type=Path), default=Path("params.yaml"), show_default=True)
 @user_errors

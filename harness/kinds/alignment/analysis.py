@@ -135,6 +135,9 @@ def analyze(spec: AlignmentSpec, records: list[dict], curves: list[dict] | None 
     shifts = [abs(r["cka_after"] - r["cka_before"]) for (_, _, m, _), r in fits.items() if m == "procrustes"]
     levels = {(direction_key(r["source"], r["target"]), r["map"], r["layer_fraction"], r["prompt_index"]):
               level(spec, r, reference[r["target"]]) for r in generations if r["condition"] == "injected"}
+    for (direction, map_name, fraction, prompt), name in levels.items():  # per prompt: level as a 0-5 score
+        analysis.outcomes.setdefault(f"{direction}.{map_name}.{depth_key(fraction)}.level_score", {0: {}})[0][
+            str(prompt)] = float(alignment_claims.SCORES[name])
     analysis.findings = findings_for(spec, CLAIM_CATALOGUE, alignment_claims.ClaimData(
         levels, sorted(spec.layers), max(shifts) if shifts else None, adapter_runs))
     held = next(iter(fits.values()), {})

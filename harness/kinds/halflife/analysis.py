@@ -168,6 +168,10 @@ def analyze(spec: HalfLifeSpec, records: list[dict], curves: list[dict] | None =
         analysis.tables.append(_perturbation(spec, series, analysis))
     analysis.tables.append(_scenario(spec, per, analysis))
     analysis.tables.append(_per_trajectory(spec, per))
+    for (train_seed, prompt, seed, arm), stats_ in per.items():  # per trajectory, for comparisons across runs
+        for name, key in (("pressure_slope", "slope"), ("entropy_collapse", "collapse")):
+            analysis.outcomes.setdefault(f"{arm}.{name}", {}).setdefault(
+                train_seed if train_seed is not None else 0, {})[f"{prompt}/{seed}"] = stats_[key]
     analysis.findings = findings_for(spec, CLAIM_CATALOGUE, halflife_claims.ClaimData(
         per, {key: s["tokens"] for key, s in series.items()}))
     analysis.facts["pressure"] = f"{spec.pressure.name}, layers {layers}, {spec.pressure.aggregate}"

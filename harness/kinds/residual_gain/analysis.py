@@ -151,6 +151,9 @@ def analyze(spec: ResidualGainSpec, records: list[dict], curves: list[dict] | No
                 f"[{fisher.ci_low:+.2f}, {fisher.ci_high:+.2f}]" if fisher.ci_low == fisher.ci_low else None,
                 corr.pearson_p, corr.spearman_rho, corr.spearman_p, float(np.mean(entropies)))
         h18_data[display] = (gains, entropies)
+        ids = [r["prompt_id"] for r in rows]  # per prompt, for paired comparisons across runs (harness compare)
+        out.outcomes[f"{model}.last_gain_pre_norm"] = {0: dict(zip(ids, gains))}
+        out.outcomes[f"{model}.next_token_entropy"] = {0: dict(zip(ids, entropies))}
 
     out.tables += [summary, arch, early, h18]
     out.findings = findings_for(spec, CLAIM_CATALOGUE, residual_claims.ClaimData(h18_data))

@@ -97,6 +97,8 @@ def analyze(spec: TRESweepSpec, records: list[dict], curves: list[dict] | None =
         tables.sort(key=lambda t: t.key not in ("nonfinite", "calibration"))
     out.tables += tables
     out.notes += _controller_notes(spec, expected, models, names, out.metrics)
+    for (model, condition), rows in by.items():  # per prompt (mean over trials), for paired comparisons across runs
+        out.outcomes[f"{model}.{condition}.vocab_diversity"] = {0: tre_claims.prompt_means(rows, "vocab_diversity")}
     data = tre_claims.ClaimData(spec, by, models, names, conditions, out.metrics, out.facts,
                                 _parameter_shift_design(spec, models, names, out.metrics))
     out.findings = findings_for(spec, CLAIM_CATALOGUE, data)
