@@ -123,6 +123,7 @@ def analyze_run(spec_path: Path, results_dir: Path, name: str | None = None) -> 
             (stage / "figures" / FIGURE_MANIFEST).write_text(
                 "".join(f"{n}\n" for n in names) or "(no figures for this run)\n", encoding="utf-8")
             write_json(stage / "metrics.json", analysis.metrics)
+            write_json(stage / HEADLINE_FILE, headline(saved.spec, analysis.metrics))
             replace_dir(stage, run_dir)
         except KeyboardInterrupt:
             shutil.rmtree(stage, ignore_errors=True)
@@ -134,7 +135,17 @@ def analyze_run(spec_path: Path, results_dir: Path, name: str | None = None) -> 
     return analysis
 
 
-ANALYSIS_OUTPUTS = ("metrics.json", "figures")
+HEADLINE_FILE = "headline.json"  # the spec's one DVC metric (metrics.json keeps every number)
+ANALYSIS_OUTPUTS = ("metrics.json", HEADLINE_FILE, "figures")
+
+
+def headline(spec, metrics: dict) -> dict:
+    """The first of the kind's headline metrics the run has: what `dvc exp show` lists for the spec, so the table
+    has one column per spec instead of every flat number."""
+    for key in kinds.analyzer(spec.kind).headline_metrics(spec):
+        if key in metrics:
+            return {key: metrics[key]}
+    return {}
 _LEFTOVER = re.compile(r"^\..+\.(staging-.*|previous)$")  # what an interrupted write left; not carried over
 
 

@@ -132,8 +132,9 @@ def build_stages(params: dict) -> dict:
             "deps": [f"{run_dir}/{out}" for out in RUN_OUTS] + closure_files(analyze_roots(kind), kind, whole_catalog=False),
             "params": [*({p: keys} for p in yaml_inputs if (keys := spec_fields(p, documentation=True))),
                        *catalog_params(spec)],
-            "outs": [{f"{run_dir}/figures": dict(KEPT)}],
-            "metrics": [{f"{run_dir}/metrics.json": dict(KEPT)}],
+            "outs": [{f"{run_dir}/figures": dict(KEPT)}, {f"{run_dir}/metrics.json": dict(KEPT)}],
+            # one headline number per spec is a DVC metric, so `dvc exp show` fits a screen
+            "metrics": [{f"{run_dir}/headline.json": dict(KEPT)}],
         }
     stages["report"] = {
         "cmd": "harness report",
