@@ -342,6 +342,45 @@ def analyze(specs: tuple[Path, ...], results_dir: Path, run_place: Path | None):
 
 
 @main.command()
+@specs_option
+@results_option
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("view"), show_default=True,
+              help="The site's folder (replaced as a whole; a folder this command did not make is refused).")
+@click.option("--run", "run_place", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="A run place (runs/<run id>): view its runs (into DIR/view unless --out says otherwise).")
+@click.option("--serve", is_flag=True, help="Then serve the site on localhost (Ctrl-C stops).")
+@click.option("--port", type=int, default=8000, show_default=True)
+@user_errors
+def view(specs_dir: Path, results_dir: Path, out_dir: Path, run_place: Path | None, serve: bool, port: int):
+    """A static HTML site of every run: an index with each spec's headline metric and verdicts, every finding,
+    and per spec its tables, figures and a sample browser over every output (open index.html; no server needed)."""
+    from harness.report.render import OutFolderRefused, spec_files
+    from harness.view.site import build_site
+
+    specs = spec_files([specs_dir])
+    if run_place is not None:
+        results_dir = run_place / "results"
+        specs = [p for p in specs if (results_dir / p.stem / "run.json").is_file()]
+        out_dir = run_place / "view" if out_dir == Path("view") else out_dir
+    try:
+        index = build_site(specs, results_dir, out_dir)
+    except OutFolderRefused as exc:
+        _fail(str(exc), 2)
+    click.echo(f"wrote {index} (open it in a browser)")
+    if serve:
+        import functools as _functools
+        import http.server
+
+        handler = _functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out_dir))
+        with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
+            click.echo(f"serving {out_dir}/ at http://127.0.0.1:{port}/ (Ctrl-C stops)")
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                pass
+
+
+@main.command()
 @click.argument("run_a")
 @click.argument("run_b")
 @specs_option
