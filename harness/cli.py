@@ -163,9 +163,15 @@ def validate(paths: tuple[Path, ...]):
 @click.option("--no-analyze", is_flag=True,
               help="Write only records.jsonl, run.json and curves.csv (what the DVC run stage does); "
                    "`harness analyze` adds metrics.json and figures/.")
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2",
+              help="Run every combination of the swept values, each in its own run directory under one run place, "
+                   "and compare them in <place>/sweep.md. Repeatable.")
+@click.option("--seeds", default=None, metavar="S1,S2",
+              help="Training seeds of every variant (the kind's seed axis; kinds without one sweep `seed`).")
 @user_errors
 def run(spec: Path, profile: str, overrides: tuple[str, ...], device: str, results_dir: Path | None, run_id: str | None,
-        runs_dir: Path, cache_dir: Path, data_mirror: Path | None, quiet: bool, no_analyze: bool):
+        runs_dir: Path, cache_dir: Path, data_mirror: Path | None, quiet: bool, no_analyze: bool,
+        sweeps: tuple[str, ...], seeds: str | None):
     """Run one experiment spec, then analyse it. The pipeline's own runs (the profile params.yaml names, no --set)
     write results/<name>/; any other run gets its own place, runs/<run id>/results/<name>/, and never
     overwrites the committed results."""
@@ -176,6 +182,11 @@ def run(spec: Path, profile: str, overrides: tuple[str, ...], device: str, resul
 
     if data_mirror is not None and not data_mirror.is_dir():
         raise SpecError(f"data mirror folder {str(data_mirror)!r} does not exist")
+    from harness.sweep import normalise
+
+    overrides = tuple(normalise(o) for o in overrides)
+    if sweeps or seeds is not None:
+        return _sweep(spec, profile, overrides, device, run_id, runs_dir, cache_dir, data_mirror, quiet, sweeps, seeds)
     results_dir, place = results_dir_for(profile, overrides, results_dir, run_id, pipeline_profile(), runs_dir)
     settings = RunSettings(profile=profile, results_dir=results_dir, cache_dir=cache_dir, data_mirror=data_mirror,
                            device=device, overrides=overrides, show_progress=not quiet)
@@ -199,6 +210,20 @@ def run(spec: Path, profile: str, overrides: tuple[str, ...], device: str, resul
                    f"`harness report --run {place}` renders it into {place}/reports/.")
     elif not no_analyze:
         click.echo("Run `harness report` to render every table and figure into reports/.")
+
+
+def _sweep(spec, profile, overrides, device, run_id, runs_dir, cache_dir, data_mirror, quiet, sweeps, seeds) -> None:
+    """`run --sweep/--seeds`: every variant into one run place, then the comparison page."""
+    from harness.engine import RunSettings
+    from harness.places import default_run_id, results_dir_for
+    from harness.sweep import run_sweep
+
+    run_id = run_id or default_run_id(profile, overrides + sweeps + ((seeds,) if seeds else ()))
+    _, place = results_dir_for(profile, overrides, None, run_id, "", runs_dir)
+    settings = RunSettings(profile=profile, cache_dir=cache_dir, data_mirror=data_mirror, device=device,
+                           overrides=overrides, show_progress=not quiet)
+    page = run_sweep(spec, settings, sweeps, seeds, place)
+    click.echo(f"\nwrote every variant under {place}/ and the comparison {page}")
 
 
 def _silence_library_progress() -> None:
