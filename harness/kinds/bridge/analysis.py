@@ -185,6 +185,7 @@ def analyze(spec: BridgeSpec, records: list[dict], curves: list[dict] | None = N
     if paired.rows:  # a bridge-only spec (the GSM8K lineage) has no baseline to pair with
         out.tables.insert(1, paired)
     out.set("n_items", len(views[seeds[0]]))
+    _digit_intervals(out)
     if len(seeds) > 1:
         out.notes.insert(0, f"Trained methods ran with {len(seeds)} training seeds ({', '.join(map(str, seeds))}) on the "
                             "same items; every number leads with all seeds together (seeded methods: the mean over "
@@ -194,6 +195,20 @@ def analyze(spec: BridgeSpec, records: list[dict], curves: list[dict] | None = N
         out.tables.insert(1, _continuation_table(spec, scored, len(views[seeds[0]]), out))
     out.findings = findings_for(spec, bridge_claims.CATALOGUE, bridge_claims.ClaimData(spec, out))
     return out
+
+
+def _digit_intervals(out: Analysis) -> None:
+    """A passkey method's digit accuracy interval over all seeds: t over the seeds' means, or over items for one
+    seed (digits of one item are not independent, so the item is the unit)."""
+    for name, by_seed in out.outcomes.items():
+        if name.endswith(".digits"):
+            means = [float(np.mean(list(v.values()))) for v in by_seed.values()]
+            low, high = stats.mean_interval(means if len(means) > 1 else list(next(iter(by_seed.values())).values()))
+            if np.isnan(low):
+                continue
+            key = f"{name.split('.')[0]}.generation.digit_accuracy"
+            out.set(f"{key}_ci_low", min(max(low, 0.0), 1.0))
+            out.set(f"{key}_ci_high", min(max(high, 0.0), 1.0))
 
 
 def _merge_outcomes(per_seed: dict) -> dict:

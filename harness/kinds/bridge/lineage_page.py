@@ -15,7 +15,7 @@ from harness import claims as C
 from harness import stats
 from harness.kinds.bridge import lineage
 from harness.kinds.bridge.analysis import rate_cell
-from harness.report.figures import pyplot, save_figure
+from harness.report.figures import fit_y_axis, pyplot, save_figure
 from harness.report.tables import Column, Table, percent
 from harness.report.tables import findings_table as findings_table_of
 
@@ -267,30 +267,60 @@ def findings_table(entries: dict) -> Table:
     return findings_table_of(findings, "The report's qualitative findings against the lineage runs", subject=True)
 
 
+FAMILIES = ("V1–V11", "V12–V14 flow", "V15 VQ / FSQ", "V15 continuous")
+
+
+def _family(name: str) -> str:
+    """The lineage's design families, one column of small multiples each (the SST-2 check is a VQ bridge)."""
+    if name.startswith("sst2") or any(q in name for q in ("_vq", "_fsq")):
+        return FAMILIES[2]
+    if "_v15" in name:
+        return FAMILIES[3]
+    if any(f"_v{n}" in name for n in (12, 13, 14)):
+        return FAMILIES[1]
+    return FAMILIES[0]
+
+
 def _curves_figure(rows, figure_dir: Path) -> Path | None:
-    """One panel per curve, one line per version that logged it."""
+    """Small multiples: one row per logged curve, one column per design family, one line per version (distinct
+    colours within a family, its legend above the column); each panel's y-axis fits its bulk (log where the
+    values span decades, spikes clipped and said so). The first training seed's curves."""
     runs = [e for e in rows if e.analysis and e.analysis.series]
     panels = [(column, title) for column, title in CURVES if any(column in e.analysis.series for e in runs)]
+    families = [f for f in FAMILIES if any(_family(e.spec.name) == f for e in runs)]
     if not panels:
         return None
     plt = pyplot()
-    cols = 2
-    fig, axes = plt.subplots((len(panels) + cols - 1) // cols, cols, figsize=(11, 2.8 * ((len(panels) + 1) // cols)),
-                             squeeze=False)
-    for ax, (column, title) in zip(axes.flat, panels):
-        for n, e in enumerate(runs):
-            points = e.analysis.series.get(column)
-            if points:  # 20 colours; V15 dashed, the SST-2 check dotted, so versions stay apart
-                style = ":" if not e.spec.name.startswith("gsm8k") else "--" if "_v15" in e.spec.name else "-"
-                ax.plot(*zip(*points), lw=1, ls=style, color=plt.get_cmap("tab20")(n % 20),
-                        label=e.spec.name.removeprefix("gsm8k_"))
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        if column in ("z_variance",):
-            ax.set_yscale("log")
-        ax.legend(fontsize=5, ncol=2)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    fig.tight_layout()
+    fig, axes = plt.subplots(len(panels) + 1, len(families), squeeze=False, 
+                             figsize=(3.6 * len(families), 1.2 + 2.1 * len(panels)),
+                             gridspec_kw={"height_ratios": [0.8] + [1] * len(panels)})
+    for col, family in enumerate(families):
+        members = [e for e in runs if _family(e.spec.name) == family]
+        colours = {e.spec.name: plt.get_cmap("tab10" if len(members) <= 10 else "tab20")(n) for n, e in enumerate(members)}
+        handles = {}
+        for row, (column, title) in enumerate(panels, 1):
+            ax = axes[row][col]
+            values = []
+            for e in members:
+                points = e.analysis.series.get(column)
+                if points:
+                    handles[e.spec.name], = ax.plot(*zip(*points), lw=1, color=colours[e.spec.name],
+                                                    ls=":" if e.spec.name.startswith("sst2") else "-")
+                    values += [v for _, v in points]
+            if not values:
+                ax.axis("off")
+                ax.text(0.5, 0.5, f"{title}: not logged", ha="center", va="center", fontsize=7, color="grey",
+                        transform=ax.transAxes)
+                continue
+            clipped = fit_y_axis(ax, values)
+            ax.set_title(f"{title}" + (f" ({clipped})" if clipped else ""), fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.set_xlabel("step", fontsize=7)
+        legend_ax = axes[0][col]
+        legend_ax.axis("off")
+        legend = legend_ax.legend(handles.values(), [n.removeprefix("gsm8k_") for n in handles], loc="center",
+                                  ncol=2, fontsize=7, frameon=False, title=family)
+        legend.get_title().set_fontweight("bold")
+    fig.suptitle("GSM8K lineage training curves (first training seed)", fontsize=11)
     figure_dir.mkdir(parents=True, exist_ok=True)
     return save_figure(fig, figure_dir / "lineage_curves.png", dpi=110)

@@ -170,20 +170,27 @@ def _ablation_figure(entries, figure_dir: Path) -> Path | None:
         label = f"{dataset} ({'digit accuracy' if dataset == PASSKEY else 'scored accuracy'})"
         done = [e for e in group if e.analysis and key in e.analysis.metrics]
         if done:
-            line, = ax.plot([e.spec.bridge.soft_tokens for e in done], [e.analysis.metrics[key] for e in done],
-                            marker="o", label=label)
+            ci = "bridge.generation.digit_accuracy_ci_" if dataset == PASSKEY else "bridge.scored.ci_"
+            x = [e.spec.bridge.soft_tokens for e in done]
+            y = np.array([e.analysis.metrics[key] for e in done])
+            low, high = (np.array([e.analysis.metrics.get(ci + end, np.nan) for e in done]) for end in ("low", "high"))
+            line = ax.errorbar(x, y, yerr=np.nan_to_num([y - low, high - y]), marker="o", capsize=3,
+                               label=label).lines[0]
             reported_key = key if dataset == PASSKEY else "bridge.generation.accuracy"
             reported = [(e.spec.bridge.soft_tokens, first_expected(e.spec).get(reported_key)) for e in group]
             reported = [(k, v) for k, v in reported if isinstance(v, float)]
             if reported:
                 ax.plot(*zip(*reported), ls="--", marker="o", mfc="none", color=line.get_color(),
-                        label=f"{dataset}, reported")
+                        label=f"{dataset}, reported ({'digit' if dataset == PASSKEY else 'generation'} accuracy)")
     ax.set_xscale("log", base=2)
+    ticks = sorted({e.spec.bridge.soft_tokens for e in entries})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("soft tokens")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
-    ax.set_title("Accuracy vs soft tokens (seed 002, section 64)")
+    ax.set_title("Accuracy vs soft tokens (seed 002, section 64); bars: 95% intervals", fontsize=9)
     figure_dir.mkdir(parents=True, exist_ok=True)
     return save_figure(fig, figure_dir / "accuracy_vs_soft_tokens.png", dpi=120)
 
