@@ -21,6 +21,7 @@ from harness import stats
 
 ALPHA = 0.05
 POWER = 0.8
+PER_RUN_RATE = 0.5  # the per-run event rate a run count is powered against (a report's one run gives no rate)
 
 # ------------------------------------------------------------------------------------------- the vocabulary
 REPRODUCED = "reproduced in kind"
@@ -65,7 +66,8 @@ RULES: list[tuple[str, str, str]] = [
      "mean difference, exact up to 16 differing items and a seeded 20,000-resample estimate beyond. A claim about a "
      "level (a rate above or below a value) uses the one-sample test of the per-unit means against it (exact "
      "binomial for one seed of right/wrong outcomes). A claim naming several comparisons needs every one (an "
-     "intersection-union test: no multiplicity correction is due). The p-value treats the trained models as given; "
+     "intersection-union test: no multiplicity correction is due): a decisive failure of any one (reversed, "
+     "absent with power, mixed) decides the claim, else the weakest part does. The p-value treats the trained models as given; "
      "what guards against an effect of one lucky training run is the rule that every seed must show the direction."),
     ("mixed-across-seeds", MIXED,
      "Significant over all seeds, but at least one training seed points the other way (or no way): the effect "
@@ -75,7 +77,9 @@ RULES: list[tuple[str, str, str]] = [
      "Testable, and absent or reversed: not significant although the test had at least 80% power to see the "
      "report's own effect size at this run's size (capped at what the compared baseline leaves possible: a method "
      "cannot fall below 0% or rise above 100%), or significant in the opposite direction (shown as 'not reproduced "
-     "(reversed)'). An event per training run that no run shows is not reproduced. A claim of no change is not "
+     f"(reversed)'). An event per training run that no run shows is not reproduced when the runs had {POWER:.0%} "
+     f"power to show an event that happens in half of all runs ({PER_RUN_RATE:.0%}, this project's choice: a "
+     "report's one run gives no rate), i.e. at least three runs; with fewer it is not detected (underpowered). A claim of no change is not "
      "reproduced when a change is significant."),
     ("not-detected-underpowered", UNDERPOWERED,
      "Not significant, and the test could not have seen the report's effect: power below 80% at the reported effect "
@@ -93,12 +97,14 @@ RULES: list[tuple[str, str, str]] = [
      "The comparison cannot say anything here. (1) Floors: every reference method of a comparison must beat the "
      "random baseline on the same items by its own 95% interval (Wilson; every seed of a trained one): the lower "
      "bound above the random baseline's observed rate or the analytic chance rate, whichever is higher. The reference "
-     "methods are the compared baselines; for a text relay, the receiver reading the text itself, because the relay "
-     "passes through the receiver: if the receiver cannot do the task, a relay's fall says nothing about the relay. "
+     "methods are the compared baselines and, for a text relay, also the receiver reading the text itself, because "
+     "the relay passes through the receiver: if the receiver cannot do the task, a relay's fall says nothing about "
+     "the relay. "
      "A baseline at chance makes 'beats it' untestable. (2) Invalid outputs: where outputs can be invalid "
-     "(unparseable), the comparison is repeated on the items both methods answered validly (a sensitivity check: "
-     "which items are valid depends on the methods); if an effect, either way, is significant on all items but not "
-     "on the valid ones, invalid outputs decide it. (3) Budgets: compared trained "
+     "(unparseable), the comparison is repeated on the items both methods answered validly and shown (a "
+     "sensitivity check: which items are valid depends on the methods); if its decision differs from the one on all "
+     "items (a significant effect either way on one, none or the other way on the other), invalid outputs decide "
+     "it. (3) Budgets: compared trained "
      "methods must have the same steps, batch and evaluation items. (4) The data the claim needs are missing "
      "(named)."),
     ("design-consequence", DESIGN,
@@ -172,6 +178,7 @@ class Level:
     fingerprints: dict | None = None  # unit -> what makes it (identical fingerprints: one replicate)
     unit: str = "items"
     percent: bool = True
+    bounds: tuple[float, float] | None = None  # the range a value can take; a rate's is [0, 1]
 
 
 @dataclass
@@ -222,6 +229,24 @@ class Majority:
 
 
 @dataclass
+class Trend:
+    """An outcome that moves one way over an ordered axis (more soft tokens, worse accuracy): one run per level on
+    the same units, each with its training seeds."""
+
+    name: str
+    levels: list  # (x, label, outcomes: seed -> unit -> value), in axis order
+    direction: str  # "decreasing" | "increasing"
+    references: list[Reference] = field(default_factory=list)
+    budgets: dict[str, str] | None = None
+    reported: list[float] | None = None  # the report's value at each level, same order
+    reported_n: int | None = None
+    reported_chance: dict[str, float] | None = None  # the report's reference rates and its chance rate
+    axis: str = "doubling"  # the slope is per doubling of x (log2)
+    unit: str = "items"
+    scale: float = 100.0
+
+
+@dataclass
 class ByConstruction:
     reason: str
 
@@ -232,7 +257,7 @@ class Untestable:
     not_run: bool = False
 
 
-Evidence = Union[Paired, Level, PerRun, NoChange, Correlation, Majority, ByConstruction, Untestable]
+Evidence = Union[Paired, Level, PerRun, NoChange, Correlation, Majority, Trend, ByConstruction, Untestable]
 
 
 @dataclass
@@ -301,7 +326,9 @@ def decide(claim: Claim) -> Finding:
 
 
 def _combine(verdicts: list[str]) -> str:
-    for word in (NOT_RUN, UNTESTABLE, DESIGN, REVERSED, NOT_REPRODUCED, MIXED, UNDERPOWERED, NOT_DETECTED,
+    """Every part is needed: a decisive failure of any one (reversed, absent with power, mixed) decides the claim
+    whatever the others say; otherwise the weakest part does."""
+    for word in (REVERSED, NOT_REPRODUCED, MIXED, NOT_RUN, UNTESTABLE, DESIGN, UNDERPOWERED, NOT_DETECTED,
                  INCONCLUSIVE):
         if word in verdicts:
             return word
@@ -321,7 +348,7 @@ def _decide(evidence: Evidence) -> _Part:
     if isinstance(evidence, ByConstruction):
         return _Part(DESIGN, evidence.reason)
     return {Paired: _paired, Level: _level, PerRun: _per_run, NoChange: _no_change, Correlation: _correlation,
-            Majority: _majority}[type(evidence)](evidence)
+            Majority: _majority, Trend: _trend}[type(evidence)](evidence)
 
 
 # ------------------------------------------------------------------------------------------ paired methods
@@ -419,13 +446,13 @@ def _paired(e: Paired) -> _Part:
         part.verdict = UNTESTABLE
         part.statistic = "; ".join(reasons) + f" ({statistic})"
         return part
-    if significant:  # an effect either way must hold on the items both methods answered validly
-        observed = 1 if test.mean_difference > 0 else -1
-        invalid = _decided_by_invalid(e, units, observed)
-        if invalid:
-            part.verdict = UNTESTABLE
-            part.statistic = f"{invalid} ({statistic})"
-            return part
+    valid_text, decided_by_invalid = _valid_items_test(e, units, _decision(test))
+    if valid_text:
+        part.statistic = f"{statistic}; {valid_text}"
+    if decided_by_invalid:
+        part.verdict = UNTESTABLE
+        part.statistic = f"decided by invalid outputs: {part.statistic}"
+        return part
     if significant and sign * test.mean_difference > 0:
         part.verdict = REPRODUCED if all(sign * diff > 0 for _, diff in per_seed) else MIXED
     elif significant:
@@ -468,10 +495,17 @@ def _budget_failure(budgets: dict[str, str] | None) -> list[str]:
     return []
 
 
-def _decided_by_invalid(e: Paired, units: list, sign: int) -> str:
-    """The comparison on the items both methods answered validly; a reason when it no longer holds there."""
+def _decision(test) -> int:
+    """+1 / -1: a significant difference either way; 0: none."""
+    return 0 if test.pvalue >= ALPHA else (1 if test.mean_difference > 0 else -1)
+
+
+def _valid_items_test(e: Paired, units: list, decision: int) -> tuple[str, bool]:
+    """The comparison on the items both methods answered validly (shown whenever an output was invalid), and
+    whether its decision (an effect either way, or none) differs from the one on all items: then invalid outputs
+    decide the comparison."""
     if e.valid_a is None and e.valid_b is None:
-        return ""
+        return "", False
     diffs, invalid = [], 0
     for u in units:
         per_seed = []
@@ -483,15 +517,14 @@ def _decided_by_invalid(e: Paired, units: list, sign: int) -> str:
         if per_seed:
             diffs.append(float(np.mean(per_seed)))
     if not invalid:
-        return ""
+        return "", False
     if len(diffs) < 2:
-        return f"decided by invalid outputs: no item has valid outputs of both {e.a_name} and {e.b_name}"
+        return f"no item has valid outputs of both {e.a_name} and {e.b_name}", True
     single = len(e.a) == 1 and len(e.b) == 1
     test = stats.paired_difference_test(diffs, binary_single=single and all(x in (-1.0, 0.0, 1.0) for x in diffs))
-    if test.pvalue < ALPHA and sign * test.mean_difference > 0:
-        return ""
-    return (f"decided by invalid outputs: on the {len(diffs)} items both answered validly Δ "
-            f"{_pct(test.mean_difference, e.scale)}, p {test.pvalue:.2g}")
+    text = (f"on the {len(diffs)} {e.unit} both answered validly: Δ {_pct(test.mean_difference, e.scale)}, "
+            f"p {test.pvalue:.2g}")
+    return text, _decision(test) != decision
 
 
 def _paired_self_check(e: Paired) -> tuple[str, str]:
@@ -499,6 +532,11 @@ def _paired_self_check(e: Paired) -> tuple[str, str]:
     test where it gives one (p, or d over n per side), else its rates and n over every pairing of items those allow."""
     sign = 1 if e.direction == "above" else -1
     chance = (e.reported_chance or {}).get("chance")
+    for ref in e.references:  # a rate at or below chance fails the floor at any n
+        rate = (e.reported_chance or {}).get(ref.name)
+        if rate is not None and chance is not None and rate <= chance:
+            return UNSUPPORTED, (f"the report's {ref.name} {100 * rate:.1f}% is not above its chance "
+                                 f"{100 * chance:.1f}%: the comparison rests on a baseline at chance")
     if e.reported_n:
         for ref in e.references:
             rate = (e.reported_chance or {}).get(ref.name)
@@ -548,6 +586,84 @@ def _pairs(n: int, only_a: int, only_b: int, both: int) -> tuple[list[bool], lis
     return a + [False] * rest, b + [False] * rest
 
 
+# ------------------------------------------------------------------------------------------------- trends
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    xc = x - x.mean()
+    return float(xc @ (y - y.mean()) / (xc @ xc))
+
+
+def _trend(e: Trend) -> _Part:
+    """The per-unit least-squares slope over the levels (log2 of x; each level's outcome averaged over its seeds),
+    tested over units by the sign-flip test; every seed's slope must point the claimed way, and no step between
+    neighbouring levels may go significantly the other way (the claim is of a monotone trend)."""
+    sign = 1 if e.direction == "increasing" else -1
+    if len(e.levels) < 2 or any(not outcomes for _, _, outcomes in e.levels):
+        return _Part(UNTESTABLE, f"{e.name}: a level has no run")
+    units = sorted(set.intersection(*[set(o) for _, _, outcomes in e.levels for o in outcomes.values()]))
+    if len(units) < 2:
+        return _Part(UNTESTABLE, f"{e.name}: the levels share {len(units)} {e.unit}")
+    x = np.log2([float(level[0]) for level in e.levels])
+    means = np.array([_unit_means(outcomes, units) for _, _, outcomes in e.levels])  # level x unit
+    slopes = np.array([_slope(x, means[:, k]) for k in range(len(units))])
+    test = stats.paired_difference_test(slopes)
+    reasons = _floor_failures(e.references, units) + _budget_failure(e.budgets)
+    seeds = [s for s in e.levels[0][2] if all(s in outcomes for _, _, outcomes in e.levels)]
+    per_seed = {s: _slope(x, np.array([np.mean([float(outcomes[s][u]) for u in units])
+                                       for _, _, outcomes in e.levels])) for s in seeds}
+    against = []
+    for (_, la, oa), (_, lb, ob) in zip(e.levels, e.levels[1:]):
+        step = stats.paired_difference_test(_unit_means(ob, units) - _unit_means(oa, units))
+        if step.pvalue < ALPHA and sign * step.mean_difference < 0:
+            against.append(f"{la} -> {lb}: {_pct(step.mean_difference, e.scale)}, p {step.pvalue:.2g}")
+    level_text = ", ".join(f"{label} {_level_text(m, e.scale)}" for (_, label, _), m in zip(e.levels, means.mean(1)))
+    statistic = (f"{e.name}: {level_text} on {len(units)} {e.unit}; slope per {e.axis} "
+                 f"{_pct(test.mean_difference, e.scale)}, p {test.pvalue:.2g} ({test.method} over per-{e.unit[:-1]} "
+                 f"slopes)" + (f"; against the trend: {'; '.join(against)}" if against else ""))
+    seeds_text = "slope per seed " + ", ".join(f"{s}: {_pct(v, e.scale)}" for s, v in per_seed.items()) \
+        if len(per_seed) > 1 else ""
+    power_at = lambda eff: stats.paired_power(len(units), eff, stats.alternative_second_moment(  # noqa: E731
+        eff, test.mean_difference, test.second_moment, False))
+    span = float(np.ptp(x)) or 1.0
+    mde = stats.minimum_detectable_effect(power_at, 1.0 / span if e.scale == 100.0 else 10 * abs(slopes).max() + 1)
+    power_text = f"MDE {_pct(mde, e.scale).lstrip('+')} per {e.axis}" if mde is not None else ""
+    power = None
+    if e.reported is not None and len(e.reported) == len(e.levels):
+        reported_slope = _slope(x, np.array(e.reported, dtype=float))
+        if sign * reported_slope > 0:
+            power = power_at(abs(reported_slope))
+            power_text = f"power {power:.2f} at the reported {_pct(reported_slope, e.scale)} per {e.axis}; {power_text}"
+    part = _Part("", statistic, seeds_text, power_text.strip("; "), *_trend_self_check(e, x))
+    significant = test.pvalue < ALPHA
+    if reasons:
+        part.verdict, part.statistic = UNTESTABLE, "; ".join(reasons) + f" ({statistic})"
+    elif significant and sign * test.mean_difference > 0:
+        part.verdict = NOT_REPRODUCED if against else REPRODUCED if all(sign * v > 0 for v in per_seed.values()) \
+            else MIXED
+    elif significant:
+        part.verdict = REVERSED
+    elif power is not None:
+        part.verdict = NOT_REPRODUCED if power >= POWER else UNDERPOWERED
+    else:
+        part.verdict = NOT_DETECTED
+    return part
+
+
+def _trend_self_check(e: Trend, x: np.ndarray) -> tuple[str, str]:
+    """The report's levels: monotone the claimed way, then its first and last level as a paired comparison."""
+    if e.reported is None or len(e.reported) != len(e.levels):
+        return NO_NUMBERS, ""
+    sign = 1 if e.direction == "increasing" else -1
+    steps = np.diff(np.array(e.reported, dtype=float))
+    if not all(sign * d > 0 for d in steps):
+        return UNSUPPORTED, "the report's own levels (" + ", ".join(_level_text(v, e.scale) for v in e.reported) + \
+            ") do not move one way"
+    first, last = e.levels[0][1], e.levels[-1][1]
+    check = _paired_self_check(Paired(last, first, {}, {}, "above" if sign > 0 else "below",
+                                      references=e.references, reported=(e.reported[-1], e.reported[0]),
+                                      reported_n=e.reported_n, reported_chance=e.reported_chance))
+    return check[0], "monotone; " + check[1] if check[1] else "monotone"
+
+
 # ------------------------------------------------------------------------------------------------ levels
 def _distinct_units(values: Outcomes, fingerprints: dict | None) -> tuple[Outcomes, int]:
     """Drop units whose fingerprint repeats an earlier unit's (identical by construction); returns how many."""
@@ -595,7 +711,10 @@ def _level(e: Level) -> _Part:
     if e.reported is not None and sign * (e.reported - e.threshold) > 0:
         power = stats.one_sample_power(len(units), e.reported - e.threshold, sd)
         power_text = f"power {power:.2f} at the reported {fmt(e.reported)}"
-    room = ((1 - e.threshold) if sign > 0 else e.threshold) if e.percent else max(abs(e.threshold), 1.0) * 10
+    low_bound, high_bound = e.bounds or ((0.0, 1.0) if e.percent else (-math.inf, math.inf))
+    room = (high_bound - e.threshold) if sign > 0 else (e.threshold - low_bound)
+    if not math.isfinite(room):  # unbounded: search up to ten spreads (or ten units when there is no spread)
+        room = 10 * sd if sd > 0 else 10.0
     mde = stats.minimum_detectable_effect(lambda x: stats.one_sample_power(len(units), x, sd), room)
     if mde is not None:
         power_text = "; ".join(t for t in (power_text, f"MDE {fmt(mde)} from the threshold") if t)
@@ -614,12 +733,22 @@ def _level(e: Level) -> _Part:
 
 def _per_run(e: PerRun) -> _Part:
     runs = list(e.happened)
+    if not runs:
+        return _Part(UNTESTABLE, f"{e.name}: no training run to read")
     shown = [s for s in runs if e.happened[s]]
     detail = "; ".join(f"seed {s}: {e.detail[s]}" if len(runs) > 1 else e.detail[s] for s in runs)
     statistic = f"{e.name}: in {len(shown)} of {len(runs)} run(s)" + (" (one outcome per training run)"
                                                                        if len(runs) > 1 else "")
-    part = _Part("", statistic, detail, "one outcome per training run: no sampling test", *self_check(e))
-    part.verdict = REPRODUCED if len(shown) == len(runs) else NOT_REPRODUCED if not shown else MIXED
+    power = 1 - (1 - PER_RUN_RATE) ** len(runs)
+    power_text = (f"one outcome per training run: {len(runs)} run(s) show an event of per-run rate "
+                  f"{PER_RUN_RATE:.0%} at least once with probability {power:.2f}")
+    part = _Part("", statistic, detail, power_text, *self_check(e))
+    if len(shown) == len(runs):
+        part.verdict = REPRODUCED
+    elif shown:
+        part.verdict = MIXED
+    else:
+        part.verdict = NOT_REPRODUCED if power >= POWER else UNDERPOWERED
     return part
 
 
@@ -726,6 +855,13 @@ def self_check(e: Evidence) -> tuple[str, str]:
         return (SUPPORTED if inside else UNSUPPORTED,
                 f"the report's {f(e.reported_mean)} ± {f(e.reported_se)} (SE): 90% interval [{f(low)}, {f(high)}] "
                 f"{'inside' if inside else 'not inside'} ±{f(e.margin)}")
+    if isinstance(e, NoChange) and e.reported_mean is not None and e.margin:
+        f = lambda v: format(v, e.fmt)  # noqa: E731
+        if abs(e.reported_mean) >= e.margin:
+            return UNSUPPORTED, (f"the report's own estimate {f(e.reported_mean)} lies outside ±{f(e.margin)} (this "
+                                 f"project's margin): no interval around it lies inside")
+        return UNDECIDABLE, (f"the report's estimate {f(e.reported_mean)} is inside ±{f(e.margin)}, but it gives no "
+                             f"spread to test it by")
     if isinstance(e, Correlation) and e.reported_n is not None and e.reported_n < 4:
         return UNSUPPORTED, f"{e.reported_n} {e.unit}: too few to show any correlation (a Fisher-z test needs 4)"
     if isinstance(e, Correlation) and e.reported_r is not None and e.reported_n and e.reported_n >= 4:
@@ -749,14 +885,17 @@ class ClaimKind:
 
     statement: str
     evidence: object  # Callable[[ClaimRef, object], list[Evidence]]
+    plain: tuple[str, ...] = ()  # reported keys that are plain values, not rates (shown as given)
 
 
 COUNT_KEYS = ("n", "wins", "items", "prompts")
-PLAIN_KEYS = ("d", "p", "r", "t", "slope", "se", "mean", "half_life", "collapse")
+PLAIN_KEYS = ("d", "p", "r", "t", "slope", "se", "mean", "half_life", "collapse", "relative_change", "top_p",
+              "infonce_minus_chance")
 
 
-def describe_reported(reported: dict) -> str:
-    """A claim entry's `reported` numbers as a reader quotes them: rates as percentages, counts as integers."""
+def describe_reported(reported: dict, plain: tuple[str, ...] = ()) -> str:
+    """A claim entry's `reported` numbers as a reader quotes them: rates as percentages, counts as integers, plain
+    values (PLAIN_KEYS and the claim kind's own `plain`) as given."""
     parts = []
     for key, value in reported.items():
         label = key.replace("_", " ")
@@ -764,7 +903,7 @@ def describe_reported(reported: dict) -> str:
             parts.append(f"{label} {value}")
         elif key in COUNT_KEYS or key.endswith("_n"):
             parts.append(f"{label} {int(value)}")
-        elif key in PLAIN_KEYS or not 0 <= value <= 1:
+        elif key in PLAIN_KEYS or key in plain or not 0 <= value <= 1:
             parts.append(f"{label} {value:g}")
         else:
             parts.append(f"{label} {100 * value:.1f}%")
@@ -783,7 +922,8 @@ def findings_for(spec, catalogue: dict[str, ClaimKind], data, subject: str | Non
                             spec.name, f"claims.{n}.id")
         kind = catalogue[ref.id]
         claim = Claim(ref.id, ref.statement or kind.statement, ref.section, spec.source.seed,
-                      describe_reported(ref.reported), list(kind.evidence(ref, data)), ref.note, subject or spec.name)
+                      describe_reported(ref.reported, kind.plain), list(kind.evidence(ref, data)), ref.note,
+                      subject or spec.name)
         findings.append(decide(claim))
     return findings
 
@@ -797,7 +937,8 @@ def not_run_findings(spec, catalogue: dict[str, ClaimKind], subject: str | None 
         evidence = list(kind.evidence(ref, None)) if kind else []
         checks = [self_check(e) for e in evidence]
         claim = Claim(ref.id, ref.statement or (kind.statement if kind else ref.id), ref.section, spec.source.seed,
-                      describe_reported(ref.reported), [Untestable("no run under this profile yet", not_run=True)],
+                      describe_reported(ref.reported, kind.plain if kind else ()),
+                      [Untestable("no run under this profile yet", not_run=True)],
                       ref.note, subject or spec.name)
         finding = decide(claim)
         verdict = _combine_checks([c[0] for c in checks]) if checks else NO_NUMBERS

@@ -310,7 +310,7 @@ def test_the_reports_claims_are_decided_by_the_engine():
     n = 200
     hits = lambda k: [1] * k + [0] * (n - k)  # noqa: E731
     shifted = [0] * 20 + [1] * 170 + [0] * 10  # the sender text right on 10 items the bridge misses
-    data = _claim_data({"bridge": {0: hits(180), 1: hits(176), 2: hits(178)}, "text_relay": {0: hits(100)},
+    data = _claim_data({"bridge": {0: hits(180), 1: hits(176), 2: hits(178)}, "text_relay": {0: hits(130)},
                         "receiver_text": {0: hits(150)}, "sender_text": {0: shifted}, "random": {0: hits(100)}})
     relay = decide("bridge_above_text_relay", data, n=200, bridge=0.947, text_relay=0.71, receiver_text=0.935,
                    chance=0.5)
@@ -318,10 +318,15 @@ def test_the_reports_claims_are_decided_by_the_engine():
     # beats both texts: against the sender text the bridge gains 20 items and loses 10: not significant
     both = decide("bridge_above_both_texts", data)
     assert both.verdict in (C.NOT_DETECTED, C.UNDERPOWERED)
-    # a reference that cannot beat the random baseline on the same items makes the comparison untestable
-    weak = _claim_data({"bridge": {0: hits(180)}, "text_relay": {0: hits(100)}, "receiver_text": {0: hits(105)},
+    # a reference that cannot beat the random baseline on the same items makes the comparison untestable: the
+    # receiver reading the text (the relay passes through it), and the relay itself
+    weak = _claim_data({"bridge": {0: hits(180)}, "text_relay": {0: hits(130)}, "receiver_text": {0: hits(105)},
                         "random": {0: hits(100)}})
     assert decide("bridge_above_text_relay", weak).verdict == C.UNTESTABLE
+    weak_relay = _claim_data({"bridge": {0: hits(180)}, "text_relay": {0: hits(104)}, "receiver_text": {0: hits(150)},
+                              "random": {0: hits(100)}})
+    finding = decide("bridge_above_text_relay", weak_relay)
+    assert finding.verdict == C.UNTESTABLE and finding.statistic.startswith("text relay 52.0%")
     # prompt tuning at another budget than the bridge's: untestable, with both budgets named
     unequal = _claim_data({"bridge": {0: hits(180)}, "prompt_tuning": {0: hits(140)}, "random": {0: hits(100)}},
                           spec=load_spec(SST2, "local", ["evaluation.prompt_tuning.steps=100"]))
@@ -376,7 +381,8 @@ def test_a_collapse_claim_compares_distinct_answers_with_the_gold_answers_in_eve
     spec = load_spec(REPO / "specs" / "gsm8k_latent_cot.yaml", "local")
     ref = ClaimRef(id="answers_collapse", section="60")
     for runs, verdict in (([["10", "12"], ["10"]], C.REPRODUCED), ([["10", "12"], [str(i) for i in range(8)]], C.MIXED),
-                          ([[str(i) for i in range(8)]], C.NOT_REPRODUCED)):
+                          ([[str(i) for i in range(8)]], C.UNDERPOWERED),  # one run cannot show its absence
+                          ([[str(i) for i in range(8)]] * 3, C.NOT_REPRODUCED)):
         data = B.ClaimData(spec, Analysis(seed_metrics={s: run(a) for s, a in enumerate(runs)}))
         finding = C.decide(C.Claim("answers_collapse", "", "60", "002", "", B.CATALOGUE["answers_collapse"].evidence(ref, data)))
         assert finding.verdict == verdict and "this project's" in finding.seeds

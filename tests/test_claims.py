@@ -173,8 +173,12 @@ def test_correlation_intervals_stay_inside_minus_one_to_one():
     finding = _claim(C.Correlation("gain vs entropy", x, y, "positive"))
     low, high = (float(v) for v in finding.statistic.split("interval [")[1].split("]")[0].split(", "))
     assert -1 <= low <= high <= 1 and finding.verdict == C.REPRODUCED
-    result = stats.fisher_z_correlation([1, 2, 3, 4], [2, 1, 4, 3])
-    assert -1 <= result.ci_low < result.r < result.ci_high <= 1
+    # a strong correlation on few points: a t interval on r (r +- t * se) leaves [-1, 1]; Fisher z does not
+    result = stats.fisher_z_correlation([1, 2, 3, 4, 5], [1.1, 1.9, 3.2, 3.9, 5.1])
+    se = math.sqrt((1 - result.r ** 2) / (result.n - 2))
+    assert result.r + stats.scipy_stats.t.ppf(0.975, result.n - 2) * se > 1  # the naive interval would leave it
+    assert -1 <= result.ci_low < result.r < result.ci_high < 1
+    assert result.ci_high - result.r < result.r - result.ci_low  # and is asymmetric, as r's sampling law is
 
 
 def test_identical_replicates_count_once():
@@ -205,9 +209,13 @@ def test_the_same_rule_applied_to_the_reports_own_numbers():
 def test_a_reports_reference_below_its_own_chance_fails_the_floor():
     a, b = _rows(150, 40, 10, 0)
     reference = C.Reference("text relay", _outcomes(b), chance=0.0)
-    finding = _claim(_paired({0: a}, {0: b}, references=[reference], reported=(0.215, 0.01), reported_n=200,
-                             reported_chance={"text relay": 0.01, "chance": 0.013}))
+    finding = _claim(_paired({0: a}, {0: b}, references=[reference], reported=(0.215, 0.02), reported_n=200,
+                             reported_chance={"text relay": 0.02, "chance": 0.013}))
     assert finding.self_check == C.UNSUPPORTED and "does not beat its chance" in finding.self_detail
+    # a rate at or below chance fails at any n, so the report need not give one (SST-2 prompt tuning 49.5% vs 50%)
+    no_n = _claim(_paired({0: a}, {0: b}, references=[reference], reported=(0.967, 0.495),
+                          reported_chance={"text relay": 0.495, "chance": 0.5}))
+    assert no_n.self_check == C.UNSUPPORTED and "is not above its chance 50.0%" in no_n.self_detail
 
 
 def test_win_counts_and_correlations_of_the_report_are_checked():
@@ -219,10 +227,14 @@ def test_win_counts_and_correlations_of_the_report_are_checked():
 
 
 def test_findings_come_only_from_the_engine():
+    from harness.report.tables import findings_table
+
     made = _claim(C.ByConstruction("the ranges force it"))
     assert made.verdict == C.DESIGN and made.from_engine
+    assert len(findings_table([made]).rows) == 1
     forged = C.Finding("x", "", "", "", "", "", "", "", C.REPRODUCED, C.SUPPORTED, "")
-    assert not forged.from_engine
+    with pytest.raises(ValueError, match="not decided by the claims engine"):  # a page refuses a kind-made verdict
+        findings_table([made, forged])
     assert math.isnan(stats.paired_power(0, 0.1, 0.1))
 
 
@@ -274,3 +286,87 @@ def test_power_keeps_the_disagreement_the_data_show():
     finding = _claim(_paired({0: a}, {0: b}, reported=(0.39, 0.33)))
     power = float(finding.power.split("power ")[1].split(" ")[0])
     assert 0.6 < power < 0.8 and finding.verdict == C.UNDERPOWERED
+
+
+# ---------------------------------------------------------------- cases a second review found
+
+def test_invalid_outputs_are_re_tested_always_and_decide_when_the_decisions_differ():
+    """Three seeds. (1) The bridge wins only on items the baseline answers invalidly: significant on all items,
+    nothing on the valid ones. (2) The baseline's invalid outputs hide a real loss of the bridge: nothing on all
+    items, a significant effect on the valid ones. Both: invalid outputs decide it. (3) Agreeing tests: the
+    valid-items result is still shown."""
+    n = 120
+    a = {s: [1] * 60 + [0] * 60 for s in range(3)}
+    b = {0: [0] * 60 + [0] * 60}
+    valid_b = {0: {f"i{k}": k >= 60 for k in range(n)}}  # the baseline's first 60 answers are unparseable
+    one = _claim(_paired(a, b, valid_b=valid_b))
+    assert one.verdict == C.UNTESTABLE and "decided by invalid outputs" in one.statistic
+    assert "on the 60 items both answered validly: Δ +0.0 pts" in one.statistic
+    a2 = {s: [1] * 30 + [0] * 30 + [0] * 60 for s in range(3)}  # bridge right on 30 items the baseline garbles
+    b2 = {0: [0] * 60 + [1] * 45 + [0] * 15}  # and the baseline right on 45 of the 60 valid ones, where a has 0
+    valid = {0: {f"i{k}": k >= 60 for k in range(n)}}
+    two = _claim(_paired(a2, b2, valid_b=valid))
+    assert two.verdict == C.UNTESTABLE and "p 1" not in two.statistic.split("validly")[1]
+    three = _claim(_paired({s: [1] * 100 + [0] * 20 for s in range(3)}, {0: [0] * 100 + [0] * 20},
+                           valid_b={0: {f"i{k}": k != 119 for k in range(n)}}))
+    assert three.verdict == C.REPRODUCED and "on the 119 items both answered validly" in three.statistic
+
+
+def test_a_decisive_failure_of_one_part_decides_the_claim():
+    a, b = _rows(50, 5, 40, 105)  # a falls well below b: reversed
+    floor = C.Reference("receiver text", _outcomes([0] * 200), chance=0.5)
+    untestable = _paired({0: a}, {0: b}, references=[floor])
+    assert _claim(untestable).verdict == C.UNTESTABLE
+    assert _claim(untestable, _paired({0: a}, {0: b})).verdict == C.REVERSED
+    assert _claim(untestable, C.Untestable("a run is missing", not_run=True)).verdict == C.NOT_RUN
+
+
+def test_an_event_per_run_absent_from_too_few_runs_is_underpowered():
+    one = _claim(C.PerRun("collapse", {0: False}, {0: "no"}))
+    assert one.verdict == C.UNDERPOWERED and "probability 0.50" in one.power
+    three = _claim(C.PerRun("collapse", {0: False, 1: False, 2: False}, {s: "no" for s in range(3)}))
+    assert three.verdict == C.NOT_REPRODUCED and "probability 0.88" in three.power
+
+
+def test_a_no_change_claim_checks_the_reports_point_estimate_against_the_margin():
+    flat = {0: {f"u{i}": v for i, v in enumerate(np.random.default_rng(0).normal(0, 0.001, 30))}}
+    outside = _claim(C.NoChange("InfoNCE - ln B", flat, margin=0.05, reported_mean=-0.053))
+    assert outside.verdict == C.REPRODUCED and outside.self_check == C.UNSUPPORTED
+    assert "lies outside ±0.05" in outside.self_detail
+    inside = _claim(C.NoChange("InfoNCE - ln B", flat, margin=0.05, reported_mean=-0.012))
+    assert inside.self_check == C.UNDECIDABLE
+
+
+def _levels(rates_by_seed: dict[int, list[float]], n: int = 200, seed: int = 0) -> list:
+    """Four token counts; each seed's per-item right/wrong outcomes at the given rates (items shared)."""
+    rng = np.random.default_rng(seed)
+    draws = rng.random(n)  # one difficulty per item, so levels are paired by item
+    levels = []
+    for k, tokens in enumerate((16, 32, 64, 128)):
+        outcomes = {s: {f"i{i}": float(draws[i] < rates[k]) for i in range(n)} for s, rates in rates_by_seed.items()}
+        levels.append((tokens, f"{tokens} tokens", outcomes))
+    return levels
+
+
+def test_a_trend_over_every_level_needs_each_seed_and_no_step_against_it():
+    falling = _levels({0: [0.4, 0.3, 0.2, 0.1], 1: [0.42, 0.3, 0.22, 0.1], 2: [0.38, 0.28, 0.2, 0.12]})
+    finding = _claim(C.Trend("accuracy", falling, "decreasing", reported=[0.215, 0.135, 0.075, 0.01], reported_n=200))
+    assert finding.verdict == C.REPRODUCED and "slope per doubling -8.0 pts" in finding.statistic
+    assert finding.self_check == C.SUPPORTED and finding.power.startswith("power ")
+    one_seed_rises = _levels({0: [0.4, 0.3, 0.2, 0.1], 1: [0.4, 0.3, 0.2, 0.1], 2: [0.1, 0.2, 0.3, 0.4]})
+    assert _claim(C.Trend("accuracy", one_seed_rises, "decreasing")).verdict == C.MIXED
+    bump = _levels({s: [0.4, 0.1, 0.35, 0.05] for s in range(3)})  # falls overall, but 32 -> 64 rises significantly
+    bumped = _claim(C.Trend("accuracy", bump, "decreasing"))
+    assert bumped.verdict == C.NOT_REPRODUCED and "32 tokens -> 64 tokens" in bumped.statistic
+    flat = _levels({s: [0.2, 0.2, 0.2, 0.2] for s in range(3)})
+    assert _claim(C.Trend("accuracy", flat, "decreasing", reported=[0.215, 0.135, 0.075, 0.01])).verdict \
+        == C.NOT_REPRODUCED
+    not_monotone = _claim(C.Trend("accuracy", falling, "decreasing", reported=[0.2, 0.25, 0.1, 0.05]))
+    assert not_monotone.self_check == C.UNSUPPORTED and "do not move one way" in not_monotone.self_detail
+
+
+def test_a_bounded_level_searches_its_detectable_effect_within_its_range():
+    values = {0: {f"p{i}": v for i, v in enumerate(np.random.default_rng(1).normal(0.9, 0.02, 12))}}
+    finding = _claim(C.Level("top_p", values, 0.9, "above", percent=False, bounds=(0.0, 1.0)))
+    mde = float(finding.power.split("MDE ")[1].split(" ")[0])
+    assert 0 < mde <= 0.1

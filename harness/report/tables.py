@@ -158,6 +158,8 @@ def findings_table(findings: list, title: str = "The report's claims against thi
         "training seed; thresholds and margins marked this project's were chosen here, not by the report."),
         findings=list(findings))
     for f in findings:
+        if not f.from_engine:  # a verdict is only ever the engine's; a kind that builds a Finding itself is a bug
+            raise ValueError(f"finding {f.claim!r} was not decided by the claims engine (harness/claims.py decide)")
         verdict = Link(f.verdict, f"{link_prefix}{RULES_PAGE}#{ANCHORS[f.verdict]}")
         own = f.self_check + (f": {f.self_detail}" if f.self_detail else "")
         table.add(f"{f.statement} (§{f.section})" + (f"; {f.note}" if f.note else ""),

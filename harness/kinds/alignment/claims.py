@@ -91,7 +91,8 @@ def _cka(ref, data):
 def _contrastive_at_chance(ref: ClaimRef, data: ClaimData | None) -> list[C.Evidence]:
     """The contrastive term stays at chance: InfoNCE - ln(batch) at the last epoch is 0 within the margin."""
     if data is None:
-        return [C.NoChange("InfoNCE - ln B at the last epoch", {}, ref.margin)]
+        return [C.NoChange("InfoNCE - ln B at the last epoch", {}, ref.margin,
+                           ref.reported.get("infonce_minus_chance"))]
     values: dict = {}
     for run, epochs in data.adapter_runs.items():
         last = epochs[max(epochs)]
@@ -100,7 +101,8 @@ def _contrastive_at_chance(ref: ClaimRef, data: ClaimData | None) -> list[C.Evid
             values.setdefault(seed, {})[run.rsplit(", seed", 1)[0]] = last["infonce_minus_chance"]
     if not values:
         return [C.Untestable("no adapter trained with the contrastive term")]
-    return [C.NoChange("InfoNCE - ln B at the last epoch", values, ref.margin, unit="adapters and directions")]
+    return [C.NoChange("InfoNCE - ln B at the last epoch", values, ref.margin, ref.reported.get("infonce_minus_chance"),
+                       unit="adapters and directions")]
 
 
 def _epoch_one(ref: ClaimRef, data: ClaimData | None) -> list[C.Evidence]:

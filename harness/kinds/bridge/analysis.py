@@ -524,6 +524,7 @@ def _training_table(curves: list[dict], out: Analysis, reported: dict) -> Table:
         key = f"training.{run_name}" if seed == first_seed[run_name] else f"training.{run_name}.seed_{seed:g}"
         out.set(f"{key}.initial_{main}", rows[0][main])
         out.set(f"{key}.final_{main}", lm_loss)
+        out.set(f"{key}.steps_run", rows[-1]["step"])  # the budget the run actually trained (claims compare them)
         if diversity is not None:
             out.set(f"{key}.final_diversity_loss", diversity)
         for r in quick:

@@ -47,7 +47,10 @@ class ClaimData:
         return (analytic, "chance") if labels else (0.0, "chance (open answers)")
 
     def budget(self, method: str) -> str:
-        steps = self.spec.training.steps if method == "bridge" else self.spec.prompt_tuning_steps()
+        """The steps the run's training log shows (every seed), else the spec's; the batch is the spec's."""
+        logged = {v for k, v in self.analysis.metrics.items() if k.startswith(f"training.{method}.") and "steps_run" in k}
+        steps = "/".join(f"{v:.0f}" for v in sorted(logged)) if logged else \
+            self.spec.training.steps if method == "bridge" else self.spec.prompt_tuning_steps()
         return f"{steps} steps x batch {self.spec.training.batch_size}"
 
 
@@ -116,8 +119,8 @@ def _collapse(ref: ClaimRef, data: ClaimData | None) -> list[C.Evidence]:
 CATALOGUE: dict[str, C.ClaimKind] = {
     "bridge_above_text_relay": C.ClaimKind(
         "The bridge beats the text relay",
-        # the relay passes through the receiver: the comparison rests on the receiver reading the text itself
-        _above("text_relay", references={"text_relay": ["receiver_text"]})),
+        # the relay passes through the receiver: the comparison rests on the relay and on the receiver reading the text
+        _above("text_relay", references={"text_relay": ["receiver_text", "text_relay"]})),
     "bridge_above_both_texts": C.ClaimKind(
         "Super-additive: the bridge beats both models' own zero-shot text", _above("sender_text", "receiver_text")),
     "bridge_above_few_shot": C.ClaimKind(

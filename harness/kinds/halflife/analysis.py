@@ -87,6 +87,17 @@ def _mean_ci(values: list[float]) -> tuple[float, float, float]:
     return float(np.mean(finite)), low, high
 
 
+def _mean_r_ci(values: list[float]) -> tuple[float, float, float]:
+    """Per-trajectory correlations averaged in Fisher-z space (atanh), the t interval there, mapped back: the mean
+    and its interval stay inside [-1, 1]."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return float("nan"), float("nan"), float("nan")
+    z = np.arctanh(np.clip(finite, -1 + 1e-12, 1 - 1e-12))
+    mean, low, high = _mean_ci(list(z))
+    return float(np.tanh(mean)), float(np.tanh(low)), float(np.tanh(high))
+
+
 def headline_metrics(spec: HalfLifeSpec) -> list[str]:
     keys = [f"baseline.pressure.{k}" for k in ("first", "last", "slope")] + ["baseline.entropy.collapse"]
     if spec.perturbation.enabled:
@@ -136,7 +147,7 @@ def analyze(spec: HalfLifeSpec, records: list[dict], curves: list[dict] | None =
         for name, key in (("first", "h_first"), ("last", "h_last"), ("collapse", "collapse"), ("early", "h_early"),
                           ("late", "h_late"), ("nats_first", "nats_first"), ("nats_last", "nats_last"),
                           ("pressure_correlation", "corr")):
-            mean, low, high = _mean_ci([r[key] for r in rows])
+            mean, low, high = (_mean_r_ci if key == "corr" else _mean_ci)([r[key] for r in rows])
             analysis.set(f"{arm}.entropy.{name}", mean)
             analysis.set(f"{arm}.entropy.{name}.ci_low", low)
             analysis.set(f"{arm}.entropy.{name}.ci_high", high)

@@ -8,6 +8,7 @@ definition (the report gives none); thresholds and the margin of "constant" are 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from harness import claims as C
@@ -21,9 +22,10 @@ class ClaimData:
 
 
 def _values(data: ClaimData, pick) -> tuple[dict, dict]:
-    """train seed -> {trajectory: value} on the baseline arm, and the trajectories' fingerprints."""
+    """train seed -> {trajectory: value} on the baseline arm, and each trajectory's fingerprint: its tokens under
+    every training seed (two trajectories are one replicate only if they are identical under each)."""
     values: dict = {}
-    prints = {}
+    prints: dict = {}
     for key, stats in data.per.items():
         train_seed, prompt, seed, arm = key
         if arm != "baseline":
@@ -33,8 +35,8 @@ def _values(data: ClaimData, pick) -> tuple[dict, dict]:
         if value is None:
             continue
         values.setdefault(train_seed if train_seed is not None else 0, {})[unit] = value
-        prints[unit] = (train_seed, data.fingerprints[key])
-    return values, prints
+        prints.setdefault(unit, {})[train_seed] = data.fingerprints[key]
+    return values, {unit: tuple(sorted(by_seed.items(), key=lambda kv: str(kv[0]))) for unit, by_seed in prints.items()}
 
 
 def _constant(ref: ClaimRef, data: ClaimData | None) -> list[C.Evidence]:
@@ -45,16 +47,13 @@ def _constant(ref: ClaimRef, data: ClaimData | None) -> list[C.Evidence]:
         return [C.NoChange("relative pressure change over the run", {}, ref.margin, r.get("relative_change"))]
     values, prints = _values(data, lambda s: s["slope"] * (s["chunks"] - 1) / s["p_first"] if s["p_first"] else None)
     return [C.NoChange("pressure change over the run, relative to the first chunk", values, ref.margin,
-                       r.get("relative_change"), fingerprints=_per_unit(prints), unit="trajectories", fmt="+.3f")]
-
-
-def _per_unit(prints: dict) -> dict:
-    return {unit: fingerprint for unit, fingerprint in prints.items()}
+                       r.get("relative_change"), fingerprints=prints, unit="trajectories", fmt="+.3f")]
 
 
 def _reached(direction: str):
     def evidence(ref: ClaimRef, data: ClaimData | None) -> list[C.Evidence]:
-        threshold = ref.threshold if ref.threshold is not None else 0.5
+        # "never reached": under 10% of trajectories; "reached": most of them (both this project's readings)
+        threshold = ref.threshold if ref.threshold is not None else 0.1 if direction == "below" else 0.5
         r = ref.reported
         reported = dict(reported=r.get("reached"), reported_n=int(r["trajectories"]) if "trajectories" in r else None)
         if data is None:
@@ -70,10 +69,11 @@ def _collapse(ref: ClaimRef, data: ClaimData | None) -> list[C.Evidence]:
     """Routing entropy falls over the run: (first - last) / first above 0."""
     r = ref.reported
     if data is None:
-        return [C.Level("entropy collapse", {}, 0.0, "above", reported=r.get("collapse"), percent=False)]
+        return [C.Level("entropy collapse", {}, 0.0, "above", reported=r.get("collapse"), percent=False,
+                        bounds=(-math.inf, 1.0))]
     values, prints = _values(data, lambda s: s["collapse"])
     return [C.Level("routing entropy collapse (first - last) / first", values, 0.0, "above", reported=r.get("collapse"),
-                    fingerprints=prints, unit="trajectories", percent=False)]
+                    fingerprints=prints, unit="trajectories", percent=False, bounds=(-math.inf, 1.0))]
 
 
 CATALOGUE: dict[str, C.ClaimKind] = {

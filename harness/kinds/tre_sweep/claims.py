@@ -119,7 +119,7 @@ def _parameter_shift(ref: ClaimRef, data: ClaimData | None, model: str | None) -
     gens = data.by[(model, "neural")]
     spec = data.spec
     return [C.Level(f"neural mean top_p ({data.names[model]})", {0: prompt_means(gens, "top_p")}, spec.baseline.top_p,
-                    "above", unit="prompts", percent=False),
+                    "above", unit="prompts", percent=False, bounds=(0.0, 1.0)),
             C.Level(f"neural mean top_k ({data.names[model]})", {0: prompt_means(gens, "top_k")}, spec.baseline.top_k,
                     "below", unit="prompts", percent=False)]
 
@@ -138,14 +138,17 @@ def _nonfinite(ref: ClaimRef, data: ClaimData | None, model: str | None) -> C.Ev
                         "non-finite values"}, reported=True)
 
 
+DIVERSITIES = ("neural", "baseline", "random")  # reported vocab diversities: plain values, not rates
 CATALOGUE: dict[str, C.ClaimKind] = {
     "neural_raises_diversity_over_baseline": C.ClaimKind(
-        "TRE (the neural condition) raises vocab diversity over the fixed baseline", _paired("neural", "baseline")),
+        "TRE (the neural condition) raises vocab diversity over the fixed baseline", _paired("neural", "baseline"),
+        plain=DIVERSITIES),
     "neural_raises_diversity_over_random": C.ClaimKind(
-        "TRE raises vocab diversity over random parameters in the same ranges", _paired("neural", "random")),
+        "TRE raises vocab diversity over random parameters in the same ranges", _paired("neural", "random"),
+        plain=DIVERSITIES),
     "neural_vs_baseline_not_significant": C.ClaimKind(
         "The neural vs baseline difference is not significant (no effect, as an equivalence test)",
-        _each(_not_significant)),
+        _each(_not_significant), plain=DIVERSITIES),
     "neural_wins_most_prompts": C.ClaimKind("Neural beats the baseline on most prompts", _each(_wins)),
     "tre_raises_top_p_lowers_top_k": C.ClaimKind(
         "TRE raised top_p and lowered top_k versus the baseline", _each(_parameter_shift)),
