@@ -76,6 +76,7 @@ def _environment() -> jinja2.Environment:
     env.filters["md"] = md_escape
     env.filters["cell"] = format_cell
     env.filters["input_changes"] = input_changes
+    env.filters["anchor"] = _verdict_anchor
     return env
 
 
@@ -271,6 +272,12 @@ def _render(reports: list[SpecReport], env, results_dir: Path, out_dir: Path, pr
 def _verdict_counts(findings: list) -> list[tuple[str, int]]:
     counts = {v: sum(f.verdict == v for f in findings) for v in VERDICTS}
     return [(v, n) for v, n in counts.items() if n]
+
+
+def _verdict_anchor(verdict: str) -> str:
+    from harness.claims import ANCHORS
+
+    return ANCHORS[verdict]
 
 
 def _index_row(report: SpecReport) -> dict:
