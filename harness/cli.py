@@ -428,6 +428,39 @@ def compare(run_a: str, run_b: str, specs_dir: Path, results_dir: Path, out: Pat
 
 
 @main.command()
+@click.argument("stages", nargs=-1)
+@click.option("--local/--no-local", default=True, show_default=True,
+              help="Also compare a shortened local-profile run (real models) for kinds that have one.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), envvar="HARNESS_CACHE_DIR", default=None,
+              help="Model and state cache both codes use (default: HARNESS_CACHE_DIR or ~/.cache/latent-harness).")
+@user_errors
+def certify(stages: tuple[str, ...], local: bool, cache_dir: Path | None):
+    """Carry stale run stages forward across a refactor, proven: run each spec with the code the committed lock
+    was made with and with the working code (tiny profile, and a shortened local run), and only when every output
+    is byte-identical `dvc commit` the stage and write certificates/<stage>.json. No STAGES: every stale run stage."""
+    from harness.certify import NotARefactor, NotIdentical, certify as certify_stage, stale_run_stages
+
+    repo = Path.cwd()
+    targets = list(stages) or stale_run_stages(repo)
+    if not targets:
+        click.echo("every run stage matches the committed lock: nothing to certify")
+        return
+    failed = []
+    for stage in targets:
+        try:
+            certificate = certify_stage(repo, stage, local=local, cache_dir=cache_dir, echo=click.echo)
+        except (NotARefactor, NotIdentical) as exc:
+            click.echo(f"refused: {exc}", err=True)
+            failed.append(stage)
+            continue
+        click.echo(f"{stage}: identical on {', '.join(v['profile'] for v in certificate.variants)}; committed to "
+                   f"dvc.lock; certificate certificates/{stage}.json (commit it with dvc.lock)")
+    if failed:
+        click.echo(f"{len(failed)} of {len(targets)} stage(s) not certified: {' '.join(failed)}", err=True)
+        sys.exit(1)
+
+
+@main.command()
 @click.option("--write", is_flag=True, help="Write dvc.yaml instead of printing it.")
 @click.option("--params", "params_file", type=click.Path(path_type=Path), default=Path("params.yaml"), show_default=True)
 @user_errors

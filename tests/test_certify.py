@@ -1,0 +1,56 @@
+"""`harness certify`: a refactor is carried forward only when the committed code and the working code write the
+same outputs; a behaviour change or a spec change is refused and the lock left alone."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from test_pipeline import tiny_project  # noqa: F401  (the fixture: a git + DVC copy of the project, tiny profile)
+
+
+def _status(sh) -> str:
+    return sh(sys.executable, "-m", "dvc", "status", "run-sst2_8tok")
+
+
+@pytest.mark.slow
+def test_a_refactor_is_certified_and_a_behaviour_change_refused(tiny_project):  # noqa: F811
+    work, sh = tiny_project
+    sh(sys.executable, "-m", "dvc", "repro", "run-sst2_8tok", "run-residual_gain_local")
+    sh("git", "add", "-A")
+    sh("git", "commit", "-q", "-m", "the committed run")
+    lock = (work / "dvc.lock").read_text()
+    executor = work / "harness" / "kinds" / "bridge" / "executor.py"
+    source = executor.read_text()
+    certify = lambda *args: subprocess.run(  # noqa: E731
+        ["harness", "certify", *args, "--no-local"], cwd=work, env=sh.env, capture_output=True, text=True, timeout=900)
+
+    # a refactor: the code changes, what it computes does not
+    executor.write_text(source + "\n# a comment only\n")
+    assert "changed" in _status(sh)
+    result = certify()  # no stage named: every stale run stage
+    assert result.returncode == 0, result.stderr
+    assert "run-sst2_8tok: identical on tiny" in result.stdout
+    assert "changed" not in _status(sh)  # dvc.lock now records the new code
+    certificate = json.loads((work / "certificates" / "run-sst2_8tok.json").read_text())
+    assert [c["path"] for c in certificate["changed"]] == ["harness/kinds/bridge/executor.py"]
+    assert certificate["found_at"]["harness/kinds/bridge/executor.py"]  # the committed code, rebuilt from git
+    assert certificate["variants"][0]["profile"] == "tiny" and "records.jsonl" in certificate["variants"][0]["identical"]
+    sh("git", "commit", "-q", "-am", "the refactor, certified")
+
+    # a behaviour change: another initialisation seed trains another bridge
+    assert "torch.manual_seed(seed)\n" in source
+    executor.write_text(source.replace("torch.manual_seed(seed)\n", "torch.manual_seed(seed + 1)\n", 1))
+    before = (work / "dvc.lock").read_text()
+    refused = certify("run-sst2_8tok")
+    assert refused.returncode == 1
+    assert "not a refactor on the tiny profile" in refused.stderr and "line" in refused.stderr
+    assert (work / "dvc.lock").read_text() == before and before != lock
+
+    # a spec change is never a refactor
+    executor.write_text(source)
+    spec = work / "specs" / "sst2_8tok.yaml"
+    spec.write_text(spec.read_text().replace("training: {steps: 2000,", "training: {steps: 1999,", 1))
+    changed = certify("run-sst2_8tok")
+    assert changed.returncode == 1 and "param specs/sst2_8tok.yaml:training changed" in changed.stderr
