@@ -228,7 +228,9 @@ def test_dvc_repro_reruns_only_what_a_change_touches(tiny_project):
     edit("harness/report/templates/spec.md.j2", "{# a template edit #}\n")
     assert _ran(sh(sys.executable, "-m", "dvc", "repro")) == {"report"}
     # a reported number added under `expected` (documentation): the analysis and page show it, no model reruns
-    edit("specs/sst2_8tok.yaml", '  - {metric: bridge.scored.accuracy, value: 0.5, section: "1", note: "an added number"}\n')
+    spec = work / "specs" / "sst2_8tok.yaml"
+    added = '  - {metric: bridge.scored.accuracy, value: 0.5, section: "1", note: "an added number"}\n'
+    spec.write_text(spec.read_text().replace("\nclaims:\n", "\n" + added + "claims:\n", 1))  # last of `expected`
     assert _ran(sh(sys.executable, "-m", "dvc", "repro")) == {"analyze-sst2_8tok", "report"}
     page = (work / "reports" / "sst2_8tok.md").read_text()
     assert "an added number" in page and "changed after this run" not in page
@@ -267,6 +269,15 @@ def test_specs_are_dvc_params_and_experiments_run_on_a_spec_field(tiny_project):
     # dvc leaves the workspace at the last experiment, its spec file rewritten by DVC's YAML writer: still valid
     assert "0.0005" in spec.read_text()
     sh("harness", "validate", "specs/sst2_8tok.yaml")
+    # a sweep through DVC's queue: `-S key=a,b` (the grammar of `harness run --sweep`) queues one experiment per value
+    sh(sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S", "specs/sst2_8tok.yaml:bridge.soft_tokens=4,8")
+    queued = json.loads(sh(sys.executable, "-m", "dvc", "exp", "show", "--json", "--hide-workspace"))
+
+    values = sorted(rev["data"]["params"]["specs/sst2_8tok.yaml"]["data"]["bridge"]["soft_tokens"]
+                    for commit in queued for exp in commit.get("experiments") or []
+                    if (exp.get("executor") or {}).get("state") == "queued" for rev in exp["revs"])
+    assert values == [4, 8], json.dumps(queued)[:2000]
+    sh(sys.executable, "-m", "dvc", "queue", "remove", "--queued")
 
 
 def _processes_under(folder: Path) -> list:
