@@ -364,6 +364,7 @@ def test_markdown_pages_pass_no_html_links_or_script_urls():
     text = md_escape("<script>alert(1)</script> [x](javascript:alert(1)) <a href='file:///etc/passwd'>y</a> p < 0.05")
     assert "<script" not in text and "<a " not in text and "](" not in text
     assert "javascript:" not in text and "file:" not in text and "p < 0.05" in text
+    assert md_escape("unsupported by the report's own data: p 0.39") == "unsupported by the report's own data: p 0.39"
 
 
 # ---------------------------------------------------------------- 8. damaged runs are refused, by name

@@ -41,7 +41,8 @@ def tex_escape(text) -> str:
 
 
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # what could open an HTML tag or comment; "p < 0.05" stays as written
-_SCHEMES = re.compile(r"\b(javascript|vbscript|data|file):", re.IGNORECASE)
+# a URL scheme only where a URL could follow ("data:text/html,..."), not the prose "the report's own data: ..."
+_SCHEMES = re.compile(r"\b(javascript|vbscript|data|file):(?=\S)", re.IGNORECASE)
 
 
 def md_escape(text) -> str:
