@@ -265,15 +265,19 @@ def plan(paths: tuple[Path, ...], profile: str, overrides: tuple[str, ...]):
     from harness.report.render import spec_files
     from registry import load_spec
 
+    files = spec_files(list(paths) or [Path("specs")])
+    one_file = len(paths) == 1 and Path(paths[0]).is_file()
     shown = 0
-    for path in spec_files(list(paths) or [Path("specs")]):
+    for path in files:
         spec = load_spec(path, profile, overrides)
         try:
             check_runnable(spec, profile, None)
         except SpecError as exc:
-            if paths:
+            if one_file:
                 raise exc.located(str(path)) from None
-            continue  # listing every spec: skip the ones this profile cannot run
+            if paths:  # a folder or several specs: name each one this profile cannot run, in one line, and go on
+                click.echo(f"{spec.name} ({profile} profile): not planned: {exc}")
+            continue  # the default listing skips them silently
         try:
             lines = describe(plan_spec(spec, profile))
         except ValueError as exc:

@@ -79,6 +79,17 @@ def test_cli_plan_prints_every_paper_spec():
     assert "tre_sweep_mixtral_8x22b (paper profile)" in out.stdout and "residual_gain_paper" in out.stdout
 
 
+def test_cli_plan_over_a_folder_names_each_spec_the_profile_cannot_run_and_goes_on():
+    run = lambda *args: subprocess.run([sys.executable, "-m", "harness.cli", "plan", *args], cwd=REPO,
+                                       capture_output=True, text=True)
+    out = run("specs", "--profile", "paper")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "halflife_toy (paper profile): not planned: " in out.stdout and "mixtral_toy" in out.stdout
+    assert "tre_sweep_mixtral_8x22b (paper profile)" in out.stdout and "residual_gain_paper" in out.stdout
+    one = run("specs/halflife_toy.yaml", "--profile", "paper")  # one spec named: refused, in one line
+    assert one.returncode != 0 and "specs/halflife_toy.yaml" in one.stderr and "mixtral_toy" in one.stderr
+
+
 def test_workload_peak_uses_the_largest_forward():
     from harness.plan import ForwardPlan, ModelSize, Plan
 
