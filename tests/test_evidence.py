@@ -313,6 +313,23 @@ def test_a_linked_run_directory_keeps_working(tmp_path):
     assert not [p for p in linked.iterdir() if p.name.startswith(".residual_gain_local.previous")]
 
 
+def test_runs_into_a_linked_run_directory_keep_working(tmp_path):
+    """A run folder that is a link (results kept on another disk): the second run replaced the link's target
+    through a `.previous` link and then failed with 'Not a directory' after all the compute."""
+    from harness.engine import RunSettings, run_spec
+
+    target, runs = tmp_path / "elsewhere", tmp_path / "runs"
+    target.mkdir()
+    runs.mkdir()
+    (runs / "residual_gain_paper").symlink_to(target, target_is_directory=True)
+    settings = RunSettings(profile="tiny", results_dir=runs, cache_dir=tmp_path / "cache", device="cpu",
+                           show_progress=False)
+    for _ in range(3):
+        run_spec(REPO / "specs" / "residual_gain_paper.yaml", settings)
+    assert (runs / "residual_gain_paper").is_symlink() and (target / "records.jsonl").is_file()
+    assert sorted(p.name for p in runs.iterdir()) == ["residual_gain_paper"]
+
+
 # ---------------------------------------------------------------- 6. one line, not a traceback
 
 def test_a_curves_file_cut_mid_row_is_one_line(tmp_path):
