@@ -325,6 +325,18 @@ def decide(claim: Claim) -> Finding:
                    _ENGINE)
 
 
+def _verdict(significant: bool, claimed_way: bool, every_seed: bool, power: float | None) -> str:
+    """The one decision of a test: significant the claimed way is reproduced in kind (mixed across seeds unless every
+    seed points that way), significant the other way is reversed; a null is not reproduced where the test had the
+    power to see the report's effect, underpowered where it had not, and not detected where no effect size gives
+    a power."""
+    if significant:
+        return (REPRODUCED if every_seed else MIXED) if claimed_way else REVERSED
+    if power is None:
+        return NOT_DETECTED
+    return NOT_REPRODUCED if power >= POWER else UNDERPOWERED
+
+
 def _combine(verdicts: list[str]) -> str:
     """Every part is needed: a decisive failure of any one (reversed, absent with power, mixed) decides the claim
     whatever the others say; otherwise the weakest part does."""
@@ -453,14 +465,8 @@ def _paired(e: Paired) -> _Part:
         part.verdict = UNTESTABLE
         part.statistic = f"decided by invalid outputs: {part.statistic}"
         return part
-    if significant and sign * test.mean_difference > 0:
-        part.verdict = REPRODUCED if all(sign * diff > 0 for _, diff in per_seed) else MIXED
-    elif significant:
-        part.verdict = REVERSED
-    elif power is not None:
-        part.verdict = NOT_REPRODUCED if power >= POWER else UNDERPOWERED
-    else:
-        part.verdict = NOT_DETECTED
+    part.verdict = _verdict(significant, sign * test.mean_difference > 0,
+                            all(sign * diff > 0 for _, diff in per_seed), power)
     return part
 
 
@@ -636,15 +642,11 @@ def _trend(e: Trend) -> _Part:
     significant = test.pvalue < ALPHA
     if reasons:
         part.verdict, part.statistic = UNTESTABLE, "; ".join(reasons) + f" ({statistic})"
-    elif significant and sign * test.mean_difference > 0:
-        part.verdict = NOT_REPRODUCED if against else REPRODUCED if all(sign * v > 0 for v in per_seed.values()) \
-            else MIXED
-    elif significant:
-        part.verdict = REVERSED
-    elif power is not None:
-        part.verdict = NOT_REPRODUCED if power >= POWER else UNDERPOWERED
+    elif significant and sign * test.mean_difference > 0 and against:
+        part.verdict = NOT_REPRODUCED  # the overall slope goes the claimed way, but a step goes against it
     else:
-        part.verdict = NOT_DETECTED
+        part.verdict = _verdict(significant, sign * test.mean_difference > 0,
+                                all(sign * v > 0 for v in per_seed.values()), power)
     return part
 
 
@@ -720,14 +722,8 @@ def _level(e: Level) -> _Part:
         power_text = "; ".join(t for t in (power_text, f"MDE {fmt(mde)} from the threshold") if t)
     part = _Part("", statistic, seeds_text, power_text, *self_check(e))
     significant = pvalue < ALPHA
-    if significant and sign * (mean - e.threshold) > 0:
-        part.verdict = REPRODUCED if all(sign * (v - e.threshold) > 0 for v in per_seed.values()) else MIXED
-    elif significant:
-        part.verdict = REVERSED
-    elif power is not None:
-        part.verdict = NOT_REPRODUCED if power >= POWER else UNDERPOWERED
-    else:
-        part.verdict = NOT_DETECTED
+    part.verdict = _verdict(significant, sign * (mean - e.threshold) > 0,
+                            all(sign * (v - e.threshold) > 0 for v in per_seed.values()), power)
     return part
 
 
@@ -795,12 +791,7 @@ def _correlation(e: Correlation) -> _Part:
         power = stats.correlation_power(result.n, e.reported_r)
         power_text = f"power {power:.2f} at the reported r {e.reported_r:+.2f}; " + power_text
     part = _Part("", statistic, "", power_text, *self_check(e))
-    if result.pvalue < ALPHA:
-        part.verdict = REPRODUCED if sign * result.r > 0 else REVERSED
-    elif power is not None:
-        part.verdict = NOT_REPRODUCED if power >= POWER else UNDERPOWERED
-    else:
-        part.verdict = NOT_DETECTED
+    part.verdict = _verdict(result.pvalue < ALPHA, sign * result.r > 0, True, power)
     return part
 
 
@@ -820,12 +811,7 @@ def _majority(e: Majority) -> _Part:
             power = stats.sign_test_power(wins + losses, share)
             power_text = f"power {power:.2f} at the reported share {100 * share:.0f}%"
     part = _Part("", statistic, "", power_text, *self_check(e))
-    if pvalue < ALPHA:
-        part.verdict = REPRODUCED if wins > losses else REVERSED
-    elif power is not None:
-        part.verdict = NOT_REPRODUCED if power >= POWER else UNDERPOWERED
-    else:
-        part.verdict = NOT_DETECTED
+    part.verdict = _verdict(pvalue < ALPHA, wins > losses, True, power)
     return part
 
 

@@ -20,6 +20,15 @@ def pytest_collection_modifyitems(items):
 SPECS = sorted((REPO / "specs").glob("*.yaml"))
 
 
+def one_line_error(result, code: int) -> str:
+    """The one line a CLI failure promises: the exit code, no traceback, a single `error: ...` line on stderr."""
+    assert result.returncode == code, (result.returncode, result.stderr[-2000:])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
 def pending_stages() -> dict[str, str]:
     """Stages the README declares as not rerun at this commit (section 'Stages not run at this commit'): name ->
     reason. Their committed results predate the current code, so tests of committed evidence pass them by."""

@@ -15,7 +15,7 @@ import torch
 import yaml
 from torch import nn
 
-from conftest import MINIMAL_RESIDUAL, REPO, pending_stages
+from conftest import MINIMAL_RESIDUAL, REPO, one_line_error, pending_stages
 from harness.fsutil import Interrupted, RunLocked, exclusive, replace_dir, staging_dir
 
 SST2 = REPO / "specs" / "sst2_8tok.yaml"
@@ -25,14 +25,6 @@ RESIDUAL = REPO / "specs" / "residual_gain_local.yaml"
 def _harness(*args, cwd=REPO, env=None, timeout=600):
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout)
-
-
-def _one_line_error(result, code: int) -> str:
-    assert result.returncode == code, (result.returncode, result.stderr[-2000:])
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 # ---------------------------------------------------------------- 1. a planted checkpoint never runs
@@ -194,7 +186,7 @@ def test_report_refuses_an_out_target_it_did_not_make(tmp_path, target):
             src = REPO / item
             (tmp_path / item).symlink_to(src, target_is_directory=src.is_dir())
     result = _harness("report", "--results-dir", str(tmp_path / "none"), "--out", str(out), cwd=cwd)
-    assert "did not make" in _one_line_error(result, 2) or "not a folder" in result.stderr
+    assert "did not make" in one_line_error(result, 2) or "not a folder" in result.stderr
     kept = tmp_path / ("notes.txt" if target == "dot" else "mine/notes.txt" if target == "folder" else "mine.txt")
     assert kept.read_text() == "keep me"
 
@@ -338,7 +330,7 @@ def test_a_curves_file_cut_mid_row_is_one_line(tmp_path):
     text = curves.read_text()
     curves.write_text(text[: text.rindex(",", 0, len(text) // 2)])
     result = _harness("analyze", str(RESIDUAL), "--results-dir", str(results))
-    assert "curves.csv: unreadable (line" in _one_line_error(result, 1)
+    assert "curves.csv: unreadable (line" in one_line_error(result, 1)
 
 
 def test_yaml_nested_too_deeply_is_one_line_everywhere(tmp_path):
@@ -350,7 +342,7 @@ def test_yaml_nested_too_deeply_is_one_line_everywhere(tmp_path):
     for args in (("run", str(deep), "--profile", "tiny", "--results-dir", str(tmp_path / "r")),
                  ("run", str(RESIDUAL), "--profile", "tiny", "--results-dir", str(tmp_path / "r"),
                   "--set", "tags=" + "[" * 900 + "]" * 900)):
-        assert "nested more than" in _one_line_error(_harness(*args), 2)
+        assert "nested more than" in one_line_error(_harness(*args), 2)
 
 
 # ---------------------------------------------------------------- 7. inputs that reach too far
@@ -360,7 +352,7 @@ def test_a_prompts_file_outside_the_spec_folder_is_refused_unread(tmp_path, wher
     spec = REPO / "specs" / "tre_sweep_smollm2_local.yaml"
     result = _harness("run", str(spec), "--profile", "tiny", "--results-dir", str(tmp_path), "--set",
                       f"prompts_file={where}")
-    line = _one_line_error(result, 2)
+    line = one_line_error(result, 2)
     assert "outside the spec's folder" in line and "root:" not in line
 
 
@@ -368,7 +360,7 @@ def test_error_lines_are_cut_and_spec_files_are_bounded(tmp_path):
     huge = "x" * 100_000
     result = _harness("run", str(RESIDUAL), "--profile", "tiny", "--results-dir", str(tmp_path), "--set",
                       f"seed={huge}")
-    assert len(_one_line_error(result, 2)) < 1000
+    assert len(one_line_error(result, 2)) < 1000
     big = tmp_path / "big.yaml"
     big.write_text(RESIDUAL.read_text() + "# " + "y" * (2 << 20) + "\n")
     validated = _harness("validate", str(big))
@@ -390,7 +382,7 @@ def test_an_empty_records_file_is_refused(tmp_path):
     results = _saved_run(tmp_path)
     (results / "residual_gain_local" / "records.jsonl").write_text("")
     result = _harness("analyze", str(RESIDUAL), "--results-dir", str(results))
-    assert "holds no records" in _one_line_error(result, 1)
+    assert "holds no records" in one_line_error(result, 1)
 
 
 def test_a_damaged_records_line_is_named_by_its_line_number(tmp_path):
@@ -399,20 +391,20 @@ def test_a_damaged_records_line_is_named_by_its_line_number(tmp_path):
     lines = records.read_text().splitlines(keepends=True)
     lines[6] = lines[6][: len(lines[6]) // 2] + "\n"
     records.write_text("".join(lines))
-    assert "records.jsonl: unreadable (line 7:" in _one_line_error(
+    assert "records.jsonl: unreadable (line 7:" in one_line_error(
         _harness("analyze", str(RESIDUAL), "--results-dir", str(results)), 1)
 
 
 def test_list_refuses_another_specs_run_and_report_refuses_a_run_whose_spec_is_not_a_spec(tmp_path):
     results = _saved_run(tmp_path)
     shutil_copy(results / "residual_gain_local", results / "sst2_8tok")
-    assert "records a run of 'residual_gain_local'" in _one_line_error(_harness("list", "--results-dir", str(results)), 1)
+    assert "records a run of 'residual_gain_local'" in one_line_error(_harness("list", "--results-dir", str(results)), 1)
     run_file = results / "residual_gain_local" / "run.json"
     run = json.loads(run_file.read_text())
     run["spec"] = ["not", "a", "spec"]
     run_file.write_text(json.dumps(run))
     result = _harness("analyze", str(RESIDUAL), "--results-dir", str(results))
-    assert "its `spec` is not the spec of 'residual_gain_local'" in _one_line_error(result, 1)
+    assert "its `spec` is not the spec of 'residual_gain_local'" in one_line_error(result, 1)
 
 
 # ---------------------------------------------------------------- 9. no litter, shared modes

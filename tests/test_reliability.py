@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import MINIMAL_RESIDUAL, REPO
+from conftest import MINIMAL_RESIDUAL, REPO, one_line_error
 from harness.codegraph import code_digest, run_roots
 from harness.fsutil import RunLocked, atomic_write_text, atomic_write_with, exclusive, replace_dir, restore_interrupted, staging_dir
 from harness.kinds.bridge.training import train
@@ -26,14 +26,6 @@ from registry.kinds.bridge import TrainingSpec
 def _harness(*args, cwd=REPO, env=None):
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, **(env or {})})
-
-
-def _one_line_error(result, code: int) -> str:
-    assert result.returncode == code, (result.returncode, result.stderr[-2000:])
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 # ---------------------------------------------------------------- 1. cached state keyed by the code
@@ -159,7 +151,7 @@ def test_a_spec_that_is_not_utf8_is_one_line_and_validate_goes_on(tmp_path):
 def test_device_cuda_without_a_gpu_is_one_line(tmp_path):
     result = _harness("run", "specs/residual_gain_local.yaml", "--profile", "tiny", "--device", "cuda",
                       "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"))
-    assert "no CUDA device" in _one_line_error(result, 1)
+    assert "no CUDA device" in one_line_error(result, 1)
     assert not (tmp_path / "r" / "residual_gain_local").exists()
 
 
@@ -171,7 +163,7 @@ def test_a_results_folder_that_cannot_be_written_fails_before_any_work(tmp_path)
     try:
         result = _harness("run", "specs/residual_gain_local.yaml", "--profile", "tiny", "--results-dir", str(locked),
                           "--cache-dir", str(tmp_path / "c"))
-        assert f"cannot write to {locked}" in _one_line_error(result, 1)
+        assert f"cannot write to {locked}" in one_line_error(result, 1)
     finally:
         locked.chmod(0o700)
 
@@ -191,7 +183,7 @@ def test_a_file_where_the_results_folder_should_be_is_one_line(tmp_path):
     (tmp_path / "results").write_text("not a folder")
     result = _harness("run", "specs/residual_gain_local.yaml", "--profile", "tiny",
                       "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "c"))
-    assert str(tmp_path / "results") in _one_line_error(result, 1)
+    assert str(tmp_path / "results") in one_line_error(result, 1)
 
 
 def test_corrupt_saved_runs_are_named_by_report_and_list(tmp_path):
@@ -210,7 +202,7 @@ def test_corrupt_saved_runs_are_named_by_report_and_list(tmp_path):
     assert f"{results / 'sst2_8tok' / 'records.jsonl'}: unreadable" in result.stderr
     assert not out.exists()
     listed = _harness("list", "--results-dir", str(results))
-    assert "run.json: unreadable" in _one_line_error(listed, 1)
+    assert "run.json: unreadable" in one_line_error(listed, 1)
 
 
 # ---------------------------------------------------------------- 4. concurrency
@@ -294,7 +286,7 @@ def test_run_refuses_a_spec_whose_base_is_invalid_even_if_the_profile_overlay_hi
                     + "profiles:\n  tiny: {models: [llama31_8b]}\n")
     result = _harness("run", str(spec), "--profile", "tiny", "--results-dir", str(tmp_path / "r"),
                       "--cache-dir", str(tmp_path / "c"))
-    assert "unknown model 'no_such_model'" in _one_line_error(result, 2)
+    assert "unknown model 'no_such_model'" in one_line_error(result, 2)
 
 
 def test_a_prompt_longer_than_the_context_warns():
