@@ -65,7 +65,7 @@ RULES: list[tuple[str, str, str]] = [
      "right/wrong outcomes this is McNemar's exact test; otherwise the sign-flip (paired randomisation) test of the "
      "mean difference, exact up to 16 differing items and a seeded 20,000-resample estimate beyond. A claim about a "
      "level (a rate above or below a value) uses the one-sample test of the per-unit means against it (exact "
-     "binomial for one seed of right/wrong outcomes). A claim naming several comparisons needs every one (an "
+     "binomial over units when each unit has one right/wrong outcome: one seed, or every seed agreeing on it). A claim naming several comparisons needs every one (an "
      "intersection-union test: no multiplicity correction is due): a decisive failure of any one (reversed, "
      "absent with power, mixed) decides the claim, else the weakest part does. The p-value treats the trained models as given; "
      "what guards against an effect of one lucky training run is the rule that every seed must show the direction."),
@@ -688,10 +688,13 @@ def _level(e: Level) -> _Part:
     sign = 1 if e.direction == "above" else -1
     means = _unit_means(values, units)
     binary = all(float(v) in (0.0, 1.0) for by_unit in values.values() for v in by_unit.values())
-    single = len(values) == 1
+    # one yes/no outcome per unit: one seed, or every seed agreeing on each unit (a t-test over such means would
+    # call a unanimous zero spread certain; counting every seed's trajectory as a trial would overcount a unit)
+    agreeing = binary and all(float(m) in (0.0, 1.0) for m in means)
     fmt = (lambda v: f"{100 * v:.1f}%") if e.percent else (lambda v: f"{v:.3g}")  # noqa: E731
-    if binary and single:
-        pvalue, method = stats.binomial_test(int(means.sum()), len(units), e.threshold), "exact binomial"
+    if agreeing:
+        pvalue = stats.binomial_test(int(means.sum()), len(units), e.threshold)
+        method = "exact binomial" + ("" if len(values) == 1 else f" over {e.unit}, every seed agreeing on each")
         if not 0 < e.threshold < 1:
             pvalue = 0.0 if (means.mean() - e.threshold) * sign > 0 else 1.0
     else:

@@ -147,6 +147,17 @@ def test_a_level_claim_uses_an_exact_binomial_and_says_whose_threshold():
     assert _claim(C.Level("failed share", _outcomes([1] * 12 + [0] * 13), 0.8, "above")).verdict == C.REVERSED
 
 
+def test_a_level_over_seeds_that_agree_on_every_unit_counts_each_unit_once():
+    """Three trained models, three prompts, no trajectory reaching the level: three outcomes, not nine, and never
+    the certainty (p 0) a t-test over identical unit means would give."""
+    values = {seed: {f"p{i}": 0.0 for i in range(3)} for seed in (0, 1, 2)}
+    finding = _claim(C.Level("reached", values, 0.5, "above", unit="trajectories"))
+    assert f"p {stats.binomial_test(0, 3, 0.5):.2g} (exact binomial over trajectories" in finding.statistic
+    assert finding.verdict == C.NOT_DETECTED
+    mixed = {0: {"p0": 1.0, "p1": 0.0, "p2": 1.0}, 1: {"p0": 0.0, "p1": 0.0, "p2": 1.0}}  # seeds disagree on p0
+    assert "one-sample t-test" in _claim(C.Level("reached", mixed, 0.5, "above", unit="trajectories")).statistic
+
+
 def test_an_event_per_run_needs_every_run():
     ev = lambda happened: C.PerRun("loss explodes", dict(enumerate(happened)), {i: "" for i in range(3)})  # noqa: E731
     assert _claim(ev([True, True, True])).verdict == C.REPRODUCED
