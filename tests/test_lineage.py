@@ -252,7 +252,7 @@ def test_finding_verdicts_come_from_the_engine_over_every_seed():
 
     collapsed = {"bridge.unique_output": {s: [1] * 5 + [0] * 95 for s in range(3)},
                  "bridge.entity_transfer": {s: [0.0] * 100 for s in range(3)}}
-    diverse = {**collapsed, "bridge.unique_output": {s: [1] * 60 + [0] * 40 for s in range(3)}}
+    diverse = {**collapsed, "bridge.unique_output": {s: [1] * 65 + [0] * 35 for s in range(3)}}
     meta = lambda k: {"bridge.meta_commentary": {s: [1] * k + [0] * (100 - k) for s in range(3)}}  # noqa: E731
     entries = {"gsm8k_v01": _version("gsm8k_v01", collapsed), "gsm8k_v10": _version("gsm8k_v10", diverse),
                "gsm8k_v03_1": _version("gsm8k_v03_1", meta(40)), "gsm8k_v04": _version("gsm8k_v04", meta(5)),
@@ -265,7 +265,8 @@ def test_finding_verdicts_come_from_the_engine_over_every_seed():
 
     assert all(f.from_engine for f in table.findings) and found
     assert verdict("Posterior collapse") == C.REPRODUCED  # 5% distinct, no entity transfer, every seed
-    assert verdict("The auto-encoder") == C.REVERSED  # 60% distinct: significantly above the 50% threshold
+    # 65% distinct, every seed agreeing on each item: exact binomial over items, significantly above the 50% threshold
+    assert verdict("The auto-encoder") == C.REVERSED
     assert verdict("The train/eval primer mismatch") == C.REPRODUCED  # 40/100 against 5/100 on the same items
     assert verdict("VQ with a tiny codebook init") == C.NOT_REPRODUCED  # no NaN step in any of the three runs
     assert verdict("Entity scrambling") == C.NOT_RUN
