@@ -90,17 +90,27 @@ def _param(values: dict, dotted: str):
     return node
 
 
-def stale_code(repo: Path, stage: str) -> list[StaleCode]:
+def _yaml(path: Path):
+    """A YAML file through libyaml where installed (dvc.lock is megabytes)."""
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def _pipeline(repo: Path) -> dict:
+    """dvc.lock, dvc.yaml and params.yaml, parsed once for every stage a call looks at."""
+    return {"lock": _yaml(repo / "dvc.lock"), "pipeline": _yaml(repo / "dvc.yaml"), "params": _yaml(repo / "params.yaml")}
+
+
+def stale_code(repo: Path, stage: str, files: dict | None = None) -> list[StaleCode]:
     """The code files whose content differs from what the committed lock records for `stage`; refuses (with the
-    first such input named) a stage whose params or command changed."""
-    lock = yaml.load((repo / "dvc.lock").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    pipeline = yaml.load((repo / "dvc.yaml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    first such input named) a stage whose params or command changed. `files`: `_pipeline(repo)`, when the caller
+    already has it."""
+    files = files or _pipeline(repo)
+    lock, pipeline, params = files["lock"], files["pipeline"], files["params"]
     if stage not in lock.get("stages", {}):
         raise NotARefactor(f"{stage}: not in dvc.lock (never run): run it with `dvc repro -s {stage}`")
     locked, defined = lock["stages"][stage], pipeline["stages"].get(stage)
     if defined is None:
         raise SpecError(f"{stage}: no such stage in dvc.yaml")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
     if locked["cmd"] != defined["cmd"].replace("${profile}", str(params.get("profile"))):
         raise NotARefactor(f"{stage}: its command changed ({locked['cmd']!r}): rerun it")
     for file, values in locked.get("params", {}).items():
@@ -111,7 +121,8 @@ def stale_code(repo: Path, stage: str) -> list[StaleCode]:
                                    f"rerun it with `dvc repro -s {stage}`")
     committed = {d["path"]: d["md5"] for d in locked.get("deps", [])}
     working = [d if isinstance(d, str) else next(iter(d)) for d in defined.get("deps", [])]
-    changed = [StaleCode(path, md5, _md5(repo / path)) for path, md5 in committed.items() if _md5(repo / path) != md5]
+    now = {path: _md5(repo / path) for path in committed}
+    changed = [StaleCode(path, md5, now[path]) for path, md5 in committed.items() if now[path] != md5]
     changed += [StaleCode(path, None, _md5(repo / path)) for path in working if path not in committed]
     return changed
 
@@ -140,7 +151,7 @@ def _committed_tree(repo: Path, stage: str, scratch: Path) -> tuple[Path, dict[s
     """A worktree of HEAD with every dependency of the stage at the content the committed lock records."""
     tree = scratch / "committed"
     _git(repo, "worktree", "add", "--detach", "--quiet", str(tree), "HEAD")
-    lock = yaml.load((repo / "dvc.lock").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    lock = _yaml(repo / "dvc.lock")
     head = _git(repo, "rev-parse", "HEAD").strip()
     found = {}
     for dep in lock["stages"][stage].get("deps", []):
@@ -252,13 +263,13 @@ def certify(repo: Path, stage: str, local: bool = True, cache_dir: Path | None =
 
 def stale_run_stages(repo: Path) -> list[str]:
     """Every run stage of dvc.yaml whose committed lock no longer matches its inputs (by content hash)."""
-    pipeline = yaml.load((repo / "dvc.yaml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    files = _pipeline(repo)
     stale = []
-    for stage in pipeline["stages"]:
+    for stage in files["pipeline"]["stages"]:
         if not stage.startswith("run-"):
             continue
         try:
-            if stale_code(repo, stage):
+            if stale_code(repo, stage, files):
                 stale.append(stage)
         except NotARefactor:
             stale.append(stage)
