@@ -288,6 +288,51 @@ def plan(paths: tuple[Path, ...], profile: str, overrides: tuple[str, ...]):
         _fail(f"no spec runs on the {profile} profile", 2)
 
 
+@main.command("dry-run")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--size", type=click.Choice(["real", "stand-in"]), default="stand-in", show_default=True,
+              help="real: the published architecture sizes; stand-in: the same architectures at width 64.")
+@click.option("--steps", type=int, default=8, show_default=True, help="Training steps (or chunks) the run is cut to.")
+@click.option("--items", type=int, default=16, show_default=True, help="Items the run is cut to, wherever it draws items.")
+@click.option("--tokens", type=int, default=None,
+              help="Cap on generated tokens (default: the spec's lengths, which are what memory depends on).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec field. Repeatable.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("dry-runs"), show_default=True,
+              help="Where each measurement goes, as <spec>.<size>.<device>.json (never results/).")
+@user_errors
+def dry_run(paths: tuple[Path, ...], size: str, steps: int, items: int, tokens: int | None, overrides: tuple[str, ...], device: str,
+            out_dir: Path):
+    """Run paper specs with random weights at their architectures' sizes, synthetic items and a few steps, and
+    measure peak memory and speed beside `harness plan`'s estimate. Nothing is downloaded; nothing is a finding."""
+    from harness.dryrun import describe, dry_run as run_dry, write
+    from harness.engine import check_runnable
+    from harness.models import resolve_device
+    from harness.report.render import spec_files
+    from registry import load_spec
+
+    if steps < 1 or items < 1 or (tokens is not None and tokens < 1):
+        raise SpecError("--steps, --items and --tokens must be at least 1")
+    files = spec_files(list(paths) or [Path("specs")])
+    one_file = len(paths) == 1 and Path(paths[0]).is_file()
+    where = resolve_device(device)
+    done = 0
+    for path in files:
+        try:
+            check_runnable(load_spec(path, "paper", overrides), "paper", None)
+        except SpecError as exc:
+            if one_file:
+                raise exc.located(str(path)) from None
+            click.echo(f"{path}: no dry run: {exc}")
+            continue
+        result = run_dry(path, size=size, device=where, steps=steps, items=items, tokens=tokens,
+                         overrides=overrides)
+        click.echo("\n".join(describe(result)) + f"\n  -> {write(result, out_dir)}")
+        done += 1
+    if not done:
+        _fail("no spec runs on the paper profile", 2)
+
+
 @main.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--executor", type=click.Choice(["slurm", "local"]), default="slurm", show_default=True,

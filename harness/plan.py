@@ -119,13 +119,18 @@ def model_size(name: str, profile: str, dtype: str | None = None, quantization: 
     compute = dtype or source.dtype
     compute_bytes = DTYPE_BYTES[compute]
     quantization = quantization or (source.quantization if isinstance(source, HFSource) else "none")
+    width = compute if quantization == "none" else f"{quantization} ({compute} compute)"
+    return ModelSize(name, parameters, layers, hidden, vocab, kv_heads, head_dim, compute_bytes,
+                     weight_bytes(parameters, vocab, hidden, compute, quantization), width)
+
+
+def weight_bytes(parameters: int, vocab: int, hidden: int, compute: str, quantization: str) -> float:
+    """Bytes of the weights at the compute width, or quantised with the input embedding and the LM head kept at
+    the compute width (as bitsandbytes does)."""
     if quantization == "none":
-        weight_bytes, width = parameters * compute_bytes, compute
-    else:
-        kept = vocab * hidden * 2  # input embedding and LM head stay at the compute width
-        weight_bytes = (parameters - kept) * QUANT_BYTES[quantization] + kept * compute_bytes
-        width = f"{quantization} ({compute} compute)"
-    return ModelSize(name, parameters, layers, hidden, vocab, kv_heads, head_dim, compute_bytes, weight_bytes, width)
+        return parameters * DTYPE_BYTES[compute]
+    kept = vocab * hidden * 2
+    return (parameters - kept) * QUANT_BYTES[quantization] + kept * DTYPE_BYTES[compute]
 
 
 def _tiny_shape(source: TinySource) -> tuple[int, object]:

@@ -3,6 +3,8 @@ generation one prompt at a time; adapters backpropagate through the target above
 
 from __future__ import annotations
 
+import json
+
 from harness.plan import Forward, Workload, estimated_tokens
 from registry.kinds.alignment import AlignmentSpec
 
@@ -19,3 +21,17 @@ def workload(spec: AlignmentSpec, profile: str) -> Workload:
     for adapter in spec.adapters:
         tokens += adapter.epochs * spec.calibration.texts * text * len(spec.directions()) * len(adapter.layers)
     return Workload(models=models, forwards=forwards, tokens=tokens)
+
+
+def dry_run_overrides(spec: AlignmentSpec, steps: int, items: int, tokens: int | None) -> list[str]:
+    """A dry run: `items` calibration texts (at least the 4 a fit needs; the Procrustes fit is allowed to be
+    rank-deficient), the first two prompts, one adapter epoch, one training seed and at most `tokens` generated
+    tokens."""
+    out = [f"calibration.texts={max(4, items)}", f"prompts={json.dumps(spec.prompts[:2])}",
+           "calibration.rank_deficient=allow"]  # a few texts give fewer pairs than the width; the fit still runs
+    out += [f"adapters.{i}.epochs=1" for i in range(len(spec.adapters))]
+    if spec.training_seeds:
+        out.append(f"training_seeds=[{spec.training_seeds[0]}]")
+    if tokens is not None:
+        out.append(f"max_new_tokens={min(tokens, spec.max_new_tokens)}")
+    return out

@@ -350,7 +350,7 @@ def _prompt_tuning(setup: Setup, seed: int, lr: float, state_name: str) -> tuple
     answers = [plain.answer_ids(task.answer_text(i)) for i in task.train]
 
     def loss(step: Step) -> dict:
-        batch = [torch.cat([soft_prompt.vectors, middles[i]]) for i in step.local]
+        batch = [plain.soft_middle(soft_prompt.vectors, middles[i]) for i in step.local]
         lm_loss = step.token_mean(plain.answer_token_losses(batch, [answers[i] for i in step.local]))
         return {"total": lm_loss, "lm": lm_loss}
 
@@ -362,7 +362,8 @@ def _prompt_tuning(setup: Setup, seed: int, lr: float, state_name: str) -> tuple
         sub.close()
     ctx.state_use[state_name] = trained.status
     with ctx.phase("evaluation.prompt_tuning"), torch.no_grad():
-        eval_middles = [torch.cat([soft_prompt.vectors, plain.text_middle(task.item_text(i.input))]) for i in task.eval]
+        eval_middles = [plain.soft_middle(soft_prompt.vectors, plain.text_middle(task.item_text(i.input)))
+                        for i in task.eval]
         results = _evaluate(ctx, plain, eval_middles, spec.evaluation.batch_size, setup.bar)
     return results, trained.log
 

@@ -61,3 +61,22 @@ def workload(spec: BridgeSpec, profile: str) -> Workload:
     return Workload(models=[spec.sender, spec.receiver], forwards=forwards, tokens=tokens,
                     trainable_parameters=trainable_parameters(spec, profile),
                     notes=[f"items assumed {TYPICAL_ITEM_TOKENS} tokens long (no data is read to plan)"])
+
+
+def dry_run_overrides(spec: BridgeSpec, steps: int, items: int, tokens: int | None) -> list[str]:
+    """A dry run (harness/dryrun.py) at the spec's batch sizes: `steps` training steps of one seed for the bridge
+    and prompt tuning, `items` items wherever items are drawn, and at most `tokens` generated tokens."""
+    tr = spec.training
+    out = [f"training.steps={steps}", f"training.seeds=[{spec.training_seeds()[0]}]",
+           f"training.warmup_steps={min(tr.warmup_steps, steps // 2)}", f"training.quick_eval_every={steps}",
+           f"training.quick_eval_items={min(items, tr.quick_eval_items)}", f"training.checkpoint_every={steps}",
+           f"task.train_items={steps * tr.batch_size}", f"task.eval_items={items}", f"task.dev_items={items}",
+           f"bridge.normalizer.calibration_items={items}"]
+    if "prompt_tuning" in spec.evaluation.methods:
+        out.append(f"evaluation.prompt_tuning.steps={steps}")
+    if spec.task.continuation is not None:
+        out.append(f"task.continuation.items={items}")
+    if tokens is not None:
+        out += [f"task.max_new_tokens={min(tokens, spec.task.max_new_tokens)}",
+                f"task.relay_max_tokens={min(tokens, spec.task.relay_max_tokens)}"]
+    return out

@@ -19,3 +19,15 @@ def workload(spec: HalfLifeSpec, profile: str) -> Workload:
         tokens += spec.pretrain.steps * spec.pretrain.batch_size * spec.pretrain.seq_len
         trainable = model_size(spec.model, profile, spec.dtype, spec.quantization).parameters
     return Workload(models=[spec.model], forwards=forwards, tokens=tokens, trainable_parameters=trainable)
+
+
+def dry_run_overrides(spec: HalfLifeSpec, steps: int, items: int, tokens: int | None) -> list[str]:
+    """A dry run: the first seed, `steps` chunks of at most `tokens` tokens (and `steps` pretraining steps)."""
+    out = [f"seeds=[{spec.seeds[0]}]", f"chunks={min(spec.chunks, steps)}"]
+    if tokens is not None:
+        out.append(f"chunk_tokens={min(tokens, spec.chunk_tokens)}")
+    if spec.pretrain is not None:
+        out.append(f"pretrain.steps={steps}")
+        if spec.pretrain.seeds:
+            out.append(f"pretrain.seeds=[{spec.pretrain.seeds[0]}]")
+    return out

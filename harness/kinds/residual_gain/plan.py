@@ -10,3 +10,8 @@ def workload(spec, profile: str) -> Workload:
     total = sum(estimated_tokens(p.text) + 1 for p in spec.prompts) * len(spec.models)
     return Workload(models=list(spec.models), forwards=[Forward("prompt", m, 1, longest) for m in spec.models],
                     tokens=total, one_at_a_time=True)
+
+
+def dry_run_overrides(spec, steps: int, items: int, tokens: int | None) -> list[str]:
+    """A dry run measures every prompt: one forward each, already small."""
+    return []

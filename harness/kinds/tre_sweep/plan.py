@@ -15,3 +15,8 @@ def workload(spec, profile: str) -> Workload:
     tokens = per_model * spec.trials * len(spec.conditions) * len(spec.models)
     return Workload(models=list(spec.models), forwards=[Forward("generation", m, batch, longest) for m in spec.models],
                     tokens=tokens, one_at_a_time=True)
+
+
+def dry_run_overrides(spec, steps: int, items: int, tokens: int | None) -> list[str]:
+    """A dry run: one trial of the first prompt of each category, at most `tokens` generated tokens."""
+    return ["trials=1", "use_per_category=1"] + ([] if tokens is None else [f"max_new_tokens={min(tokens, spec.max_new_tokens)}"])
