@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from registry.errors import SpecError
+from registry.yaml_io import _SpecYamlLoader as _Yaml12Loader
 
 # The local profile shortened so a check with real models takes minutes: (kind -> overrides). Kinds not listed are
 # checked on the tiny profile only (the certificate says so).
@@ -91,8 +92,10 @@ def _param(values: dict, dotted: str):
 
 
 def _yaml(path: Path):
-    """A YAML file through libyaml where installed (dvc.lock is megabytes)."""
-    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    """A YAML file as DVC reads it: YAML 1.2 floats, so the lock's `3e-05` is the float the spec's `3.0e-5` is
+    (PyYAML's 1.1 rules read it as a string, and every such param would look changed). libyaml's parser where
+    installed: dvc.lock is megabytes."""
+    return yaml.load(path.read_text(), Loader=_Yaml12Loader)
 
 
 def _pipeline(repo: Path) -> dict:
@@ -114,7 +117,7 @@ def stale_code(repo: Path, stage: str, files: dict | None = None) -> list[StaleC
     if locked["cmd"] != defined["cmd"].replace("${profile}", str(params.get("profile"))):
         raise NotARefactor(f"{stage}: its command changed ({locked['cmd']!r}): rerun it")
     for file, values in locked.get("params", {}).items():
-        current = yaml.safe_load((repo / file).read_text()) if (repo / file).is_file() else {}
+        current = _yaml(repo / file) if (repo / file).is_file() else {}
         for key, value in values.items():
             if _param(current, key) != value:
                 raise NotARefactor(f"{stage}: param {file}:{key} changed: a spec or catalog change is not a refactor; "

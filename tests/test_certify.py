@@ -54,3 +54,22 @@ def test_a_refactor_is_certified_and_a_behaviour_change_refused(tiny_project):  
     spec.write_text(spec.read_text().replace("training: {steps: 2000,", "training: {steps: 1999,", 1))
     changed = certify("run-sst2_8tok")
     assert changed.returncode == 1 and "param specs/sst2_8tok.yaml:training changed" in changed.stderr
+
+
+def test_a_float_param_dvc_wrote_as_3e_05_is_not_a_changed_param(tmp_path):
+    """DVC writes 3.0e-5 into dvc.lock as `3e-05`, which YAML 1.1 reads as a string: certify reads the lock the
+    way DVC does (YAML 1.2 floats), so an unchanged spec is not refused as a param change, and a changed one is."""
+    from harness.certify import NotARefactor, stale_code
+
+    (tmp_path / "params.yaml").write_text("profile: local\n")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  run-x:\n    cmd: harness run specs/x.yaml\n")
+    (tmp_path / "specs").mkdir()
+    spec = tmp_path / "specs" / "x.yaml"
+    spec.write_text("selection:\n  lrs: [3.0e-5, 1.0e-4]\n")
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  run-x:\n    cmd: harness run specs/x.yaml\n    params:\n"
+        "      specs/x.yaml:\n        selection:\n          lrs:\n          - 3e-05\n          - 0.0001\n")
+    assert stale_code(tmp_path, "run-x") == []
+    spec.write_text("selection:\n  lrs: [3.0e-5, 2.0e-4]\n")
+    with pytest.raises(NotARefactor, match="param specs/x.yaml:selection changed"):
+        stale_code(tmp_path, "run-x")
