@@ -24,7 +24,7 @@ OUT = Path("benchmarks/results/dry_run_memory.json")
 CASES = [  # (label, spec, extra arguments)
     ("Gemma-3-270M float32, TRE generation", "tre_sweep_gemma3_270m_local", ["--tokens", "8", "--set", "dtype=float32"]),
     ("Gemma-3-270M bfloat16, TRE generation", "tre_sweep_gemma3_270m_local", ["--tokens", "8", "--set", "dtype=bfloat16"]),
-    ("LLaMA-2-7B bfloat16, residual-stream forwards", "residual_gain_paper", ["--set", "models=[llama2_7b]", "--set", "pairs=[]"]),
+    ("LLaMA-2-7B bfloat16, residual-stream forwards", "residual_gain_paper", ["--set", "models=[llama2_7b]", "--set", "pairs=[]", "--set", "ratios=[]"]),
 ]
 
 
