@@ -195,7 +195,8 @@ class PeakMemory:
     CPU the peak resident set (VmHWM, which writing 5 to /proc/self/clear_refs resets). Building random weights
     has transients a real load does not (a tied embedding initialised twice), so each model build is measured
     apart (`build_peak_bytes`), the memory each build leaves held is summed (`weights_bytes`: the weights, measured)
-    and the run's peak (`peak_bytes`) is taken over the time between builds."""
+    and the run's peak (`peak_bytes`) is taken over the time between builds. On the CPU, measure in a fresh process
+    (as `harness dry-run` does): memory the process freed earlier is reused without raising its resident set."""
 
     def __init__(self, device: torch.device):
         self.device = device
