@@ -305,7 +305,7 @@ def dry_run(paths: tuple[Path, ...], size: str, steps: int, items: int, tokens: 
             out_dir: Path):
     """Run paper specs with random weights at their architectures' sizes, synthetic items and a few steps, and
     measure peak memory and speed beside `harness plan`'s estimate. Nothing is downloaded; nothing is a finding."""
-    from harness.dryrun import describe, dry_run as run_dry, write
+    from harness.dryrun import describe, dry_run as run_dry, summary_table, write
     from harness.engine import check_runnable
     from harness.models import resolve_device
     from harness.report.render import spec_files
@@ -316,7 +316,7 @@ def dry_run(paths: tuple[Path, ...], size: str, steps: int, items: int, tokens: 
     files = spec_files(list(paths) or [Path("specs")])
     one_file = len(paths) == 1 and Path(paths[0]).is_file()
     where = resolve_device(device)
-    done = 0
+    done, failed = 0, []
     for path in files:
         try:
             check_runnable(load_spec(path, "paper", overrides), "paper", None)
@@ -325,10 +325,24 @@ def dry_run(paths: tuple[Path, ...], size: str, steps: int, items: int, tokens: 
                 raise exc.located(str(path)) from None
             click.echo(f"{path}: no dry run: {exc}")
             continue
-        result = run_dry(path, size=size, device=where, steps=steps, items=items, tokens=tokens,
-                         overrides=overrides)
+        try:
+            result = run_dry(path, size=size, device=where, steps=steps, items=items, tokens=tokens,
+                             overrides=overrides)
+        except Exception as exc:  # over several specs, one that breaks is named and the rest still run
+            if one_file:
+                raise
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            failed.append(path)
+            click.echo(f"{path}: dry run FAILED: {type(exc).__name__}: {first_line}", err=True)
+            continue
         click.echo("\n".join(describe(result)) + f"\n  -> {write(result, out_dir)}")
         done += 1
+    if done > 1:
+        summary = Path(out_dir) / "summary.md"
+        summary.write_text(summary_table(out_dir))
+        click.echo(f"{done} dry runs; measured beside planned: {summary}")
+    if failed:
+        _fail(f"{len(failed)} dry run(s) failed: {', '.join(p.stem for p in failed)}", 1)
     if not done:
         _fail("no spec runs on the paper profile", 2)
 

@@ -91,6 +91,25 @@ def test_dry_run_of_a_spec_the_paper_profile_cannot_run_is_one_line():
     assert "mixtral_toy" in one_line_error(result, 2)
 
 
+def test_over_several_specs_a_failing_dry_run_is_named_and_the_rest_still_run(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+    from harness.cli import main
+
+    tried = []
+
+    def breaks(path, **_):
+        tried.append(path.stem)
+        raise RuntimeError("size 44 vs 16 at dim 2\nsecond line")
+
+    monkeypatch.setattr(dryrun, "dry_run", breaks)
+    result = CliRunner().invoke(main, ["dry-run", "specs/residual_gain_paper.yaml", "specs/halflife_toy.yaml",
+                                       "specs/halflife_mixtral_8x7b.yaml", "--device", "cpu", "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert tried == ["residual_gain_paper", "halflife_mixtral_8x7b"]  # halflife_toy has no paper models: skipped
+    assert "specs/halflife_mixtral_8x7b.yaml: dry run FAILED: RuntimeError: size 44 vs 16 at dim 2" in result.output
+    assert "2 dry run(s) failed: residual_gain_paper, halflife_mixtral_8x7b" in result.output
+
+
 def test_a_model_without_an_architecture_is_named(monkeypatch):
     monkeypatch.setattr(dryrun, "architectures", lambda: {})
     with pytest.raises(dryrun.SpecError, match="'llama2_7b' has no architecture in registry/catalog/architectures.yaml"):
