@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -315,29 +316,35 @@ def dry_run(paths: tuple[Path, ...], size: str, steps: int, items: int, tokens: 
         raise SpecError("--steps, --items and --tokens must be at least 1")
     files = spec_files(list(paths) or [Path("specs")])
     one_file = len(paths) == 1 and Path(paths[0]).is_file()
-    where = resolve_device(device)
+    if one_file:
+        try:
+            check_runnable(load_spec(files[0], "paper", overrides), "paper", None)
+        except SpecError as exc:
+            raise exc.located(str(files[0])) from None
+        result = run_dry(files[0], size=size, device=resolve_device(device), steps=steps, items=items, tokens=tokens,
+                         overrides=overrides)
+        click.echo("\n".join(describe(result)) + f"\n  -> {write(result, out_dir)}")
+        return
+    # Several specs: each in its own process, so one spec's peak is not hidden by memory an earlier one freed
+    # (a process reuses it without its resident set growing), and one that breaks does not stop the rest.
+    options = ["--size", size, "--steps", str(steps), "--items", str(items), "--device", device, "--out", str(out_dir),
+               *(["--tokens", str(tokens)] if tokens else []), *(arg for o in overrides for arg in ("--set", o))]
     done, failed = 0, []
     for path in files:
         try:
             check_runnable(load_spec(path, "paper", overrides), "paper", None)
         except SpecError as exc:
-            if one_file:
-                raise exc.located(str(path)) from None
             click.echo(f"{path}: no dry run: {exc}")
             continue
-        try:
-            result = run_dry(path, size=size, device=where, steps=steps, items=items, tokens=tokens,
-                             overrides=overrides)
-        except Exception as exc:  # over several specs, one that breaks is named and the rest still run
-            if one_file:
-                raise
-            first_line = (str(exc).strip().splitlines() or [""])[0]
-            failed.append(path)
-            click.echo(f"{path}: dry run FAILED: {type(exc).__name__}: {first_line}", err=True)
+        child = subprocess.run([sys.executable, "-m", "harness.cli", "dry-run", str(path), *options],
+                               stdout=None, stderr=subprocess.PIPE, text=True)
+        if child.returncode == 0:
+            done += 1
             continue
-        click.echo("\n".join(describe(result)) + f"\n  -> {write(result, out_dir)}")
-        done += 1
-    if done > 1:
+        last = next((line for line in reversed(child.stderr.splitlines()) if line.strip()), f"exit {child.returncode}")
+        failed.append(path)
+        click.echo(f"{path}: dry run FAILED: {last.strip()}", err=True)
+    if done:
         summary = Path(out_dir) / "summary.md"
         summary.write_text(summary_table(out_dir))
         click.echo(f"{done} dry runs; measured beside planned: {summary}")

@@ -91,23 +91,31 @@ def test_dry_run_of_a_spec_the_paper_profile_cannot_run_is_one_line():
     assert "mixtral_toy" in one_line_error(result, 2)
 
 
-def test_over_several_specs_a_failing_dry_run_is_named_and_the_rest_still_run(monkeypatch, tmp_path):
+def test_over_several_specs_each_runs_in_its_own_process_and_a_failure_is_named(monkeypatch, tmp_path):
+    """Each spec's dry run is its own `harness dry-run SPEC` process (a CPU peak is only measurable in a fresh
+    process); one that breaks is named in one line with its error's last line, and the rest still run."""
     from click.testing import CliRunner
-    from harness.cli import main
+    from harness import cli
 
-    tried = []
+    calls = []
 
-    def breaks(path, **_):
-        tried.append(path.stem)
-        raise RuntimeError("size 44 vs 16 at dim 2\nsecond line")
+    def child(cmd, **_):
+        calls.append(cmd)
+        broken = cmd[4].endswith("halflife_mixtral_8x7b.yaml")
+        return subprocess.CompletedProcess(cmd, 1 if broken else 0, stderr=(
+            "Traceback (most recent call last):\n  ...\nRuntimeError: size 44 vs 16 at dim 2\n" if broken else ""))
 
-    monkeypatch.setattr(dryrun, "dry_run", breaks)
-    result = CliRunner().invoke(main, ["dry-run", "specs/residual_gain_paper.yaml", "specs/halflife_toy.yaml",
-                                       "specs/halflife_mixtral_8x7b.yaml", "--device", "cpu", "--out", str(tmp_path)])
+    monkeypatch.setattr(cli.subprocess, "run", child)
+    result = CliRunner().invoke(cli.main, ["dry-run", "specs/residual_gain_paper.yaml", "specs/halflife_toy.yaml",
+                                           "specs/halflife_mixtral_8x7b.yaml", "--device", "cpu", "--steps", "2",
+                                           "--set", "seed=3", "--out", str(tmp_path)])
     assert result.exit_code == 1
-    assert tried == ["residual_gain_paper", "halflife_mixtral_8x7b"]  # halflife_toy has no paper models: skipped
+    assert [c[4] for c in calls] == ["specs/residual_gain_paper.yaml", "specs/halflife_mixtral_8x7b.yaml"]
+    assert calls[0][:4] == [sys.executable, "-m", "harness.cli", "dry-run"]
+    assert {"--steps", "2", "--set", "seed=3", "--device", "cpu"} <= set(calls[0])
+    assert "specs/halflife_toy.yaml: no dry run" in result.output  # no paper models: named, not run
     assert "specs/halflife_mixtral_8x7b.yaml: dry run FAILED: RuntimeError: size 44 vs 16 at dim 2" in result.output
-    assert "2 dry run(s) failed: residual_gain_paper, halflife_mixtral_8x7b" in result.output
+    assert "1 dry run(s) failed: halflife_mixtral_8x7b" in result.output
 
 
 def test_a_model_without_an_architecture_is_named(monkeypatch):
