@@ -142,8 +142,8 @@ def _not_rerun_declared() -> dict[str, str]:
 
 def test_committed_results_match_the_committed_lock():
     """The guard: every stage whose code, spec or inputs changed since its result was committed must be
-    rerun (`dvc repro`) before committing, unless the README declares its run stage not run here, with
-    a reason (its analysis then cannot be current either)."""
+    rerun (`dvc repro`) before committing, unless stages_not_run.yaml declares its run stage not run here, with
+    a reason (its analysis then cannot be current either); a declared stage that is current must leave the list."""
     if shutil.which("git") is None or not (REPO / ".git").exists():
         pytest.skip("not a git checkout")
     result = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=REPO, capture_output=True, text=True,
@@ -154,6 +154,8 @@ def test_committed_results_match_the_committed_lock():
     excused = set(declared) | {f"analyze-{name[len('run-'):]}" for name in declared}
     stale = sorted(changed - excused)
     assert not stale, f"stages changed since dvc.lock (rerun them with `dvc repro -s NAME` and commit): {stale}"
+    current = sorted(set(declared) - changed)
+    assert not current, f"stages_not_run.yaml lists stages that are current (remove them): {current}"
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert set(declared) <= set(stages), "the README declares stages that do not exist"
     assert all(reason.strip() for reason in declared.values())

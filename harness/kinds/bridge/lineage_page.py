@@ -79,7 +79,7 @@ def pages(entries, figure_dir: Path) -> list[tuple[str, str, list[Table], list[s
              "full settings, every reported number beside the reproduced one, and its training curves."]
     if any(e.run is None for e in rows):
         notes.append("Not run: the spec is in the registry and validated, and its local stage has not run at this "
-                     "commit (README, 'Stages not run at this commit').")
+                     "commit (stages_not_run.yaml).")
     figure = _curves_figure(rows, figure_dir / PAGE)
     tables = [table, findings_table({e.spec.name: e for e in rows})]
     return [(PAGE, "GSM8K bridge lineage (seed 002, phases 1-16)", tables, notes, [figure] if figure else [])]
