@@ -138,7 +138,8 @@ def build_stages(params: dict) -> dict:
         }
     stages["report"] = {
         "cmd": "harness report",
-        "deps": ["specs", "benchmarks/results", "results"] + closure_files(report_roots(list(KINDS))),
+        "deps": ["specs", "benchmarks/results", "results", "registry/seed_sections.yaml"]
+                + closure_files(report_roots(list(KINDS))),
         "outs": [{"reports": dict(KEPT)}],
     }
     return stages

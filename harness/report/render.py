@@ -19,6 +19,7 @@ from harness import kinds
 from harness.claims import RULES, RULES_PAGE, VERDICTS, not_run_findings
 from harness.analyze import SavedRunError, analyze_saved, load_run
 from harness.fsutil import exclusive, replace_dir, restore_interrupted, staging_dir
+from harness.report.coverage import seed_sections
 from harness.report.tables import Analysis, Column, FindingsTable, Link, Table, findings_table, format_cell
 from registry import load_spec
 from registry.errors import SpecError
@@ -207,10 +208,11 @@ def build_reports(spec_paths: list[Path], results_dir: Path, out_dir: Path, prof
     with exclusive(out_dir, "the reports folder"):
         restore_interrupted(out_dir)
         check_out_dir(out_dir)
-        return _render(reports, env, results_dir, out_dir, profile)
+        return _render(reports, env, results_dir, out_dir, profile, coverage=not only_run)
 
 
-def _render(reports: list[SpecReport], env, results_dir: Path, out_dir: Path, profile: str | None) -> list[Path]:
+def _render(reports: list[SpecReport], env, results_dir: Path, out_dir: Path, profile: str | None,
+            coverage: bool = True) -> list[Path]:
     stage = staging_dir(out_dir)
     try:
         written = []
@@ -254,10 +256,14 @@ def _render(reports: list[SpecReport], env, results_dir: Path, out_dir: Path, pr
             written.append(out_dir / f"findings.{ext}")
         (stage / RULES_PAGE).write_text(env.get_template("verdict_rules.md.j2").render(rules=RULES), encoding="utf-8")
         written.append(out_dir / RULES_PAGE)
+        if coverage:  # the registry's coverage of the seed reports; a run place's pages leave it out
+            (stage / "coverage.md").write_text(env.get_template("coverage.md.j2").render(rows=seed_sections()),
+                                               encoding="utf-8")
+            written.append(out_dir / "coverage.md")
         rows = [_index_row(r) for r in reports]
         (stage / "README.md").write_text(env.get_template("index.md.j2").render(reports=reports, rows=rows,
                                                                                 summaries=summaries, profile=profile,
-                                                                                others=others,
+                                                                                others=others, coverage=coverage,
                                                                                 counts=_verdict_counts(every)),
                                          encoding="utf-8")
         (stage / REPORTS_MARKER).write_text("Made by `harness report`; it replaces this folder as a whole.\n",
