@@ -456,7 +456,7 @@ def test_the_committed_runs_were_made_with_the_locked_versions():
     pending = pending_stages()
     for run_file in sorted((REPO / "results").glob("*/run.json")):
         if f"run-{run_file.parent.name}" in pending:
-            continue  # made before the lock; declared for rerun in the README
+            continue  # made before the lock; declared for rerun in stages_not_run.yaml
         versions = json.loads(run_file.read_text())["versions"]
         for package in TRACKED_PACKAGES:
             name = re.sub(r"[-_.]+", "-", package).lower()

@@ -157,7 +157,7 @@ def test_committed_results_match_the_committed_lock():
     current = sorted(set(declared) - changed)
     assert not current, f"stages_not_run.yaml lists stages that are current (remove them): {current}"
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert set(declared) <= set(stages), "the README declares stages that do not exist"
+    assert set(declared) <= set(stages), "stages_not_run.yaml declares stages that do not exist"
     assert all(reason.strip() for reason in declared.values())
 
 

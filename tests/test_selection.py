@@ -94,7 +94,7 @@ def test_the_committed_selection_run_reproduces_the_settings_the_local_specs_use
 def test_alignment_held_out_texts_are_disjoint_from_the_fitting_texts():
     for name in ("alignment_procrustes_local", "alignment_adapters_local"):
         if f"run-{name}" in pending_stages():
-            continue  # made before runs recorded their calibration split; declared for rerun in the README
+            continue  # made before runs recorded their calibration split; declared for rerun in stages_not_run.yaml
         path = REPO / "results" / name / "records.jsonl"
         calibration = [r for r in read_jsonl(path) if r.get("record") == "calibration"]
         assert len(calibration) == 1, f"{name}: the run records which texts fit and which are held out"
