@@ -216,13 +216,13 @@ def certify(repo: Path, stage: str, local: bool = True, cache_dir: Path | None =
     if not stage.startswith("run-"):
         raise SpecError(f"{stage}: certify carries run stages forward (analyses and the report rerun in seconds)")
     name = stage.removeprefix("run-")
-    spec = yaml.safe_load((repo / "params.yaml").read_text())["specs"].get(name)
+    spec = _yaml(repo / "params.yaml")["specs"].get(name)
     if spec is None:
         raise SpecError(f"{stage}: {name!r} is not a spec params.yaml runs")
     changed = stale_code(repo, stage)
     if not changed:
         raise SpecError(f"{stage}: up to date (nothing to certify)")
-    kind = yaml.safe_load((repo / spec).read_text()).get("kind")
+    kind = _yaml(repo / spec).get("kind")
     if kind is None:  # a spec that extends a base file names its kind there
         from registry import load_spec
 

@@ -212,7 +212,7 @@ def build_reports(spec_paths: list[Path], results_dir: Path, out_dir: Path, prof
 
 
 def _render(reports: list[SpecReport], env, results_dir: Path, out_dir: Path, profile: str | None,
-            coverage: bool = True) -> list[Path]:
+            coverage: bool) -> list[Path]:
     stage = staging_dir(out_dir)
     try:
         written = []
