@@ -1,4 +1,7 @@
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 # Tests never touch the model or dataset hub. huggingface_hub reads these at import time,
@@ -7,6 +10,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # Tests that use these fixtures run whole specs end to end (tiny models): `pytest -m "not slow"` skips them.
@@ -72,3 +76,54 @@ def tiny_paper_run(tmp_path_factory):
                            device="cpu", show_progress=False)
     summary = run_spec(REPO / "specs" / "residual_gain_paper.yaml", settings)
     return summary
+
+
+# ---------------------------------------------------------------------------- a real DVC project, tiny profile
+def _shell(work: Path, cache: Path):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "HARNESS_CACHE_DIR": str(cache), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+
+    def sh(*cmd):
+        result = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=1000)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    sh.env = env
+    return sh
+
+
+@pytest.fixture(scope="session")
+def _tiny_project_reproduced(tmp_path_factory):
+    """A git + DVC copy of the project with two specs of different kinds, tiny profile, after its first
+    `dvc repro`, committed. Built once per session; each test works on its own copy of it (`tiny_project`)."""
+    base = tmp_path_factory.mktemp("tiny-project")
+    work = base / "repo"
+    work.mkdir()
+    for item in ("specs", ".dvcignore", "benchmarks/results", "harness", "registry"):
+        src = REPO / item
+        if src.is_dir():
+            shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, work / item)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["profile"] = "tiny"
+    params["specs"] = {name: params["specs"][name] for name in ("residual_gain_local", "sst2_8tok")}
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    sh = _shell(work, base / "cache")
+    sh("git", "init", "-q")
+    sh(sys.executable, "-m", "dvc", "init", "-q")
+    shutil.copy2(REPO / ".dvc" / "config", work / ".dvc" / "config")
+    sh("harness", "pipeline", "--write")
+    first_repro = sh(sys.executable, "-m", "dvc", "repro")
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "baseline")
+    return base, first_repro
+
+
+@pytest.fixture
+def tiny_project(_tiny_project_reproduced, tmp_path):
+    """A copy of the reproduced tiny project (git history, DVC cache and lock included): (folder, shell)."""
+    base, _ = _tiny_project_reproduced
+    shutil.copytree(base, tmp_path, dirs_exist_ok=True, symlinks=True)
+    return tmp_path / "repo", _shell(tmp_path / "repo", tmp_path / "cache")
