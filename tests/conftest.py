@@ -8,10 +8,6 @@ from pathlib import Path
 # so they are set before anything imports it.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
-# Tiny models cost per-operation overhead, not arithmetic: one intra-op thread runs them about three times faster
-# than two on a 2-core machine (measured on six specs' tiny runs). Set before torch is imported, so the harness and
-# DVC commands the tests start inherit it too; a value the caller sets is kept.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402
