@@ -266,8 +266,13 @@ def test_a_swap_is_never_cut_between_its_two_renames(tmp_path, monkeypatch):
         real_replace(src, dst)
 
     monkeypatch.setattr(fsutil.os, "replace", replace)
-    with pytest.raises(KeyboardInterrupt):
-        replace_dir(stage, final)
+    # Python's own Ctrl-C handler, as at a terminal: a test run started in the background inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            replace_dir(stage, final)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert (final / "a").read_text() == "new" and len(calls) == 2
 
 
