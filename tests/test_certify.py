@@ -8,13 +8,12 @@ import sys
 import pytest
 
 
-
 def _status(sh) -> str:
     return sh(sys.executable, "-m", "dvc", "status", "run-sst2_8tok")
 
 
 @pytest.mark.slow
-def test_a_refactor_is_certified_and_a_behaviour_change_refused(tiny_project):  # noqa: F811
+def test_a_refactor_is_certified_and_a_behaviour_change_refused(tiny_project):
     work, sh = tiny_project  # reproduced and committed
     lock = (work / "dvc.lock").read_text()
     executor = work / "harness" / "kinds" / "bridge" / "executor.py"
