@@ -11,7 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.report.render import build_reports, spec_files
+from harness.report.render import build_reports
+from registry.loader import spec_files
 from harness.view.site import build_site
 
 OUT = Path("benchmarks/results/view_build.json")

@@ -267,7 +267,7 @@ class Claim:
     id: str
     statement: str
     section: str
-    report: str  # the seed report file
+    report: str  # the document: a seed report file or a reference
     reported: str  # the report's numbers, as a reader would quote them
     evidence: list[Evidence]
     note: str = ""
@@ -910,7 +910,7 @@ def findings_for(spec, catalogue: dict[str, ClaimKind], data, subject: str | Non
             raise SpecError(f"unknown claim {ref.id!r} for the {spec.kind} kind (known: {', '.join(sorted(catalogue))})",
                             spec.name, f"claims.{n}.id")
         kind = catalogue[ref.id]
-        claim = Claim(ref.id, ref.statement or kind.statement, ref.section, spec.source.seed,
+        claim = Claim(ref.id, ref.statement or kind.statement, ref.section, spec.source.label(),
                       describe_reported(ref.reported, kind.plain), list(kind.evidence(ref, data)), ref.note,
                       subject or spec.name)
         findings.append(decide(claim))
@@ -925,7 +925,7 @@ def not_run_findings(spec, catalogue: dict[str, ClaimKind], subject: str | None 
         kind = catalogue.get(ref.id)
         evidence = list(kind.evidence(ref, None)) if kind else []
         checks = [self_check(e) for e in evidence]
-        claim = Claim(ref.id, ref.statement or (kind.statement if kind else ref.id), ref.section, spec.source.seed,
+        claim = Claim(ref.id, ref.statement or (kind.statement if kind else ref.id), ref.section, spec.source.label(),
                       describe_reported(ref.reported, kind.plain if kind else ()),
                       [Untestable("no run under this profile yet", not_run=True)],
                       ref.note, subject or spec.name)

@@ -31,35 +31,44 @@ def user_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from harness.data import DataError
-        from harness.fsutil import Interrupted, RunLocked
-        from harness.models import DeviceUnavailable, ModelFetchError, NonFiniteActivationError
-        from harness.plan import PlanError
-        from harness.analyze import SavedRunError
-        from harness.sharding import ShardingError
-
         try:
             return func(*args, **kwargs)
         except SpecError as exc:
             _fail(str(exc), 2)
-        except (DataError, ModelFetchError, NonFiniteActivationError, IndexError, FloatingPointError, RunLocked,
-                DeviceUnavailable, SavedRunError, PlanError, ShardingError) as exc:
-            _fail(str(exc), 1)
-        except MemoryError:
-            _fail("out of memory (an allocation could not succeed); use a smaller batch_size or profile", 1)
-        except RuntimeError as exc:
-            if "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower():
-                _fail(f"out of memory: {str(exc).splitlines()[0]}; use a smaller batch_size or profile", 1)
+        except SystemExit:
             raise
-        except OSError as exc:  # read-only folder, disk full, a file where a folder should be
-            message = exc.strerror or str(exc)
-            _fail(f"{exc.filename}: {message}" if exc.filename else message, 1)
-        except Interrupted as exc:  # the command says what it left in place
-            _fail(str(exc), 130)
-        except KeyboardInterrupt:
-            _fail("interrupted; nothing was being written", 130)
+        except BaseException as exc:
+            _fail_if_users(exc)
+            raise
 
     return wrapper
+
+
+def _fail_if_users(exc: BaseException) -> None:
+    """Exit with one line for an error a user can cause; return for any other. The error classes are imported
+    here, once one is raised, so that commands that never touch models do not import torch to start."""
+    from harness.analyze import SavedRunError
+    from harness.data import DataError
+    from harness.fsutil import Interrupted, RunLocked
+    from harness.models import DeviceUnavailable, ModelFetchError, NonFiniteActivationError
+    from harness.plan import PlanError
+    from harness.sharding import ShardingError
+
+    if isinstance(exc, (DataError, ModelFetchError, NonFiniteActivationError, IndexError, FloatingPointError,
+                        RunLocked, DeviceUnavailable, SavedRunError, PlanError, ShardingError)):
+        _fail(str(exc), 1)
+    elif isinstance(exc, MemoryError):
+        _fail("out of memory (an allocation could not succeed); use a smaller batch_size or profile", 1)
+    elif isinstance(exc, RuntimeError):
+        if "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower():
+            _fail(f"out of memory: {str(exc).splitlines()[0]}; use a smaller batch_size or profile", 1)
+    elif isinstance(exc, OSError):  # read-only folder, disk full, a file where a folder should be
+        message = exc.strerror or str(exc)
+        _fail(f"{exc.filename}: {message}" if exc.filename else message, 1)
+    elif isinstance(exc, Interrupted):  # the command says what it left in place
+        _fail(str(exc), 130)
+    elif isinstance(exc, KeyboardInterrupt):
+        _fail("interrupted; nothing was being written", 130)
 
 
 results_option = click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"),
@@ -80,8 +89,8 @@ def main():
 def list_specs(specs_dir: Path, results_dir: Path):
     """List every spec: name, kind, source, profiles it can run on, last result."""
     from harness.analyze import SavedRunError, read_saved
-    from harness.engine import runnable_profiles
-    from harness.report.render import spec_files
+    from registry.catalog import runnable_profiles
+    from registry.loader import spec_files
     from registry import load_spec_all_profiles
 
     rows = [("NAME", "KIND", "SOURCE", "PROFILES", "LAST RESULT")]
@@ -102,19 +111,29 @@ def list_specs(specs_dir: Path, results_dir: Path):
             last = f"{run['profile']}, {run['started_utc'][:16].replace('T', ' ')}, {run['wall_seconds']:.0f}s"
         else:
             last = "—"
-        sections = ",".join(spec.source.sections[:3]) + ("…" if len(spec.source.sections) > 3 else "")
-        rows.append((spec.name, spec.kind, f"{spec.source.seed[:3]} §{sections}", ",".join(runnable_profiles(by_profile)), last))
+        rows.append((spec.name, spec.kind, _source_cell(spec.source), ",".join(runnable_profiles(by_profile)), last))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def _source_cell(source) -> str:
+    """`001 §1,2,3…` for a seed report, the reference cut to 30 characters otherwise, `—` for none."""
+    if source is None:
+        return "—"
+    document = source.seed[:3] if source.seed else (source.reference if len(source.reference) <= 30
+                                                    else source.reference[:29] + "…")
+    if not source.sections:
+        return document
+    return f"{document} §" + ",".join(source.sections[:3]) + ("…" if len(source.sections) > 3 else "")
 
 
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 def validate(paths: tuple[Path, ...]):
     """Validate spec files (default: every file in specs/) under every profile."""
-    from harness.engine import runnable_profiles
-    from harness.report.render import spec_files
+    from registry.catalog import runnable_profiles
+    from registry.loader import spec_files
     from registry import load_spec_all_profiles
 
     try:
@@ -261,9 +280,9 @@ def _refuse_what_cannot_fit(spec_path: Path, profile: str, overrides: tuple[str,
 @user_errors
 def plan(paths: tuple[Path, ...], profile: str, overrides: tuple[str, ...]):
     """Parameters, memory (weights, KV cache, activations, optimizer) and tokens per spec, and which GPUs fit it."""
-    from harness.engine import check_runnable
+    from registry.catalog import check_runnable
     from harness.plan import describe, plan_spec
-    from harness.report.render import spec_files
+    from registry.loader import spec_files
     from registry import load_spec
 
     files = spec_files(list(paths) or [Path("specs")])
@@ -307,9 +326,9 @@ def dry_run(paths: tuple[Path, ...], size: str, steps: int, items: int, tokens: 
     """Run paper specs with random weights at their architectures' sizes, synthetic items and a few steps, and
     measure peak memory and speed beside `harness plan`'s estimate. Nothing is downloaded; nothing is a finding."""
     from harness.dryrun import describe, dry_run as run_dry, summary_table, write
-    from harness.engine import check_runnable
+    from registry.catalog import check_runnable
     from harness.models import resolve_device
-    from harness.report.render import spec_files
+    from registry.loader import spec_files
     from registry import load_spec
 
     if steps < 1 or items < 1 or (tokens is not None and tokens < 1):
@@ -449,7 +468,8 @@ def analyze(specs: tuple[Path, ...], results_dir: Path, run_place: Path | None):
 def view(specs_dir: Path, results_dir: Path, out_dir: Path, run_place: Path | None, serve: bool, port: int):
     """A static HTML site of every run: an index with each spec's headline metric and verdicts, every finding,
     and per spec its tables, figures and a sample browser over every output (open index.html; no server needed)."""
-    from harness.report.render import OutFolderRefused, spec_files
+    from harness.report.render import OutFolderRefused
+    from registry.loader import spec_files
     from harness.view.site import build_site
 
     specs = spec_files([specs_dir])
@@ -559,7 +579,8 @@ def report(specs_dir: Path, results_dir: Path, out_dir: Path | None, run_place: 
     """Render reports/*.md and reports/*.tex from every spec and its latest result."""
     from harness.pipeline import untracked_spec_fields
     from harness.places import pipeline_profile
-    from harness.report.render import OutFolderRefused, ReportInputsError, build_reports, spec_files
+    from harness.report.render import OutFolderRefused, ReportInputsError, build_reports
+    from registry.loader import spec_files
 
     untracked = untracked_spec_fields()
     if untracked:

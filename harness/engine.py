@@ -36,7 +36,7 @@ from harness.fsutil import (DEFAULT_CACHE_DIR, Interrupted, atomic_write_text, c
                             replace_dir, restore_interrupted, staging_dir, write_json, write_jsonl)
 from harness.models import ModelProvider, resolve_device
 from registry import load_spec_all_profiles
-from registry.catalog import dataset_entry, model_entry
+from registry.catalog import check_runnable, model_entry
 from registry.errors import SpecError
 
 TRACKED_PACKAGES = ("torch", "transformers", "accelerate", "datasets", "statsmodels", "scipy", "numpy",
@@ -59,35 +59,6 @@ class RunSummary:
     name: str
     run_dir: Path
     wall_seconds: float
-
-
-def check_runnable(spec, profile: str, data_mirror: Path | None) -> None:
-    """Fail before any model loads if a model or dataset has no source for the profile.
-
-    The local profile reads datasets from the offline mirror only (the splits the catalog lists
-    for it); the paper profile uses the mirror where it has the split and the hub otherwise.
-    """
-    for name in spec.model_names():
-        model_entry(name).source(profile)
-    if profile != "local":
-        return
-    for name, split in spec.data_needs():
-        entry = dataset_entry(name)
-        if split not in entry.mirror_splits:
-            have = ", ".join(entry.mirror_splits) or "none"
-            raise SpecError(f"dataset {name!r} split {split!r} is not in the offline mirror (it has: {have}), "
-                            f"so this spec cannot run in the local profile; use --profile paper (hub) or another split")
-
-
-def runnable_profiles(spec_by_profile: dict, data_mirror: Path | None = None) -> list[str]:
-    ok = []
-    for profile, spec in spec_by_profile.items():
-        try:
-            check_runnable(spec, profile, data_mirror)
-            ok.append(profile)
-        except SpecError:
-            pass
-    return ok
 
 
 def seed_everything(seed: int) -> None:

@@ -31,7 +31,7 @@ import yaml
 from harness.codegraph import PROJECT_ROOT, analyze_roots, closure, module_files, run_roots
 from registry.documentation import DOCUMENTATION_FIELDS
 from registry.kinds import KINDS
-from registry.loader import load_spec, spec_files_read
+from registry.loader import load_spec, spec_files_read, top_level_fields
 from registry.yaml_io import parse_yaml
 
 MODEL_CATALOG = "registry/catalog/models.yaml"
@@ -75,8 +75,7 @@ def catalog_params(spec) -> list[dict]:
 def spec_fields(yaml_file: str, documentation: bool = False) -> list[str]:
     """A spec YAML file's top-level fields as DVC params: those other than the documentation fields (what a run
     computes from), or only the documentation fields (what the analysis shows beside the results)."""
-    fields = parse_yaml(Path(yaml_file).read_text(encoding="utf-8"), yaml_file)
-    return [key for key in fields if (key in DOCUMENTATION_FIELDS) == documentation]
+    return [key for key in top_level_fields(Path(yaml_file)) if (key in DOCUMENTATION_FIELDS) == documentation]
 
 
 def untracked_spec_fields(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Union
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from registry.base import NAME_PATTERN, DType, Profile, StrictModel, suggest
 from registry.catalog import dataset_catalog, model_catalog
@@ -41,17 +41,31 @@ DatasetName = Annotated[str, AfterValidator(_known_dataset)]
 
 
 class SourceRef(StrictModel):
-    """Where in the seed reports an experiment is documented."""
+    """Where an experiment is documented: one of the seed reports (checked against the seeds folder and its
+    coverage table), or any other paper or page (`reference`: a citation or URL)."""
 
-    seed: str = Field(description="Report file in the seeds folder, e.g. 001_2238a690a37813ca.txt")
+    seed: str | None = Field(None, description="Report file in the seeds folder, e.g. 001_2238a690a37813ca.txt")
+    reference: str | None = Field(None, min_length=1, description=(
+        "A paper or page that is not a seed report: a citation, arXiv id or URL"))
     sections: list[str] = Field(default_factory=list, description="Section numbers or headings used")
 
     @field_validator("seed")
     @classmethod
-    def _seed_file(cls, value: str) -> str:
-        if not re.fullmatch(r"\d{3}_[0-9a-f]{16}\.txt", value):
+    def _seed_file(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\d{3}_[0-9a-f]{16}\.txt", value):
             raise ValueError(f"seed must name a report file like '001_2238a690a37813ca.txt', got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _one_document(self):
+        if (self.seed is None) == (self.reference is None):
+            raise ValueError("name the document with exactly one of `seed` (a seed report file) or `reference` "
+                             "(a paper or URL); an experiment documented nowhere leaves `source` out")
+        return self
+
+    def label(self) -> str:
+        """How pages name the document: the seed report's file, or the reference."""
+        return self.seed or self.reference
 
 
 class ExpectedValue(StrictModel):
@@ -89,7 +103,8 @@ class SpecBase(StrictModel):
     name: str = Field(pattern=NAME_PATTERN, description="The spec file's name (set from it; a differing value is refused); results go to results/<name>/")
     kind: str
     description: str = Field(min_length=1)
-    source: SourceRef
+    source: SourceRef | None = Field(None, description=(
+        "Where the experiment is documented; leave it out for an experiment of your own"))
     seed: int = Field(0, ge=0, description="Seed for every random choice of the run")
     tags: list[str] = Field(default_factory=list)
     expected: list[ExpectedValue] = Field(default_factory=list)
@@ -100,6 +115,13 @@ class SpecBase(StrictModel):
         default_factory=dict,
         description="Per-profile overrides, deep-merged over this spec when it runs under that profile",
     )
+
+    @model_validator(mode="after")
+    def _claims_need_a_source(self):
+        if self.source is None and (self.claims or self.expected):
+            field = "claims" if self.claims else "expected"
+            raise ValueError(f"`{field}` quotes a document: name it under `source` (a seed report or a reference)")
+        return self
 
     def model_names(self) -> list[str]:
         """Logical model names the run will load (kinds override this)."""

@@ -10,6 +10,7 @@ surfaces as one SpecError line naming the file and field.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -24,14 +25,45 @@ from registry.yaml_io import MAX_YAML_BYTES, parse_yaml
 NOT_INHERITED = ("name", "expected", "claims")
 
 
+def spec_files(paths: Iterable[str | Path]) -> list[Path]:
+    """YAML files named directly or found (non-recursively) in the given folders."""
+    found = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            found += sorted(p for p in path.glob("*.yaml"))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise SpecError("no such file or folder", str(path))
+    return found
+
+
 def read_yaml_mapping(path: Path) -> dict:
+    """The file's mapping, parsed once per process for the same content (a command that validates every spec
+    under every profile reads each shared base file many times); the caller gets its own copy."""
+    return copy.deepcopy(_shared_mapping(path))
+
+
+def top_level_fields(path: Path) -> list[str]:
+    """The fields a YAML mapping file sets itself (its `extends:` chain not merged), in file order."""
+    return list(_shared_mapping(Path(path)))
+
+
+def _shared_mapping(path: Path) -> dict:
+    """The cached parse of `path`'s current bytes (read every time, so an edit is always seen): never hand it
+    out to be changed."""
     where = str(path)
     if not path.is_file():
         raise SpecError("file not found", where)
     size = path.stat().st_size
     if size > MAX_YAML_BYTES:
         raise SpecError(f"{size:,} bytes: spec files are limited to {MAX_YAML_BYTES:,}", where)
-    raw = path.read_bytes()
+    return _parsed_mapping(path.read_bytes(), where)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_mapping(raw: bytes, where: str) -> dict:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -172,22 +204,29 @@ def validate_mapping(data: dict, where: str, spec_dir: Path | None = None, profi
 
 def load_spec(path: str | Path, profile: str = "local", overrides: Iterable[str] = ()):
     """Read, merge, override and validate a spec file for one profile."""
-    path = Path(path)
-    where = str(path)
-    try:
-        data = resolve_extends(path)
-        data.setdefault("name", path.stem)
-        data = apply_overrides(data, overrides)
-        data = apply_profile(data, profile, where)
-        data = apply_overrides(data, overrides)
-        if data["name"] != path.stem:
-            raise SpecError(f"must equal the file name {path.stem!r}: a spec's file name is its identity (its results "
-                            f"go to results/{path.stem}/); rename the file instead", where, "name")
-        return validate_mapping(data, where, path.parent, profile)
-    except SpecError as exc:
-        raise exc.located(where) from None
+    return load_spec_profiles(path, (profile,), overrides)[profile]
 
 
 def load_spec_all_profiles(path: str | Path, overrides: Iterable[str] = ()) -> dict:
     """Validate the spec under every profile (overlays included): profile -> spec."""
-    return {profile: load_spec(path, profile, overrides) for profile in PROFILES}
+    return load_spec_profiles(path, PROFILES, overrides)
+
+
+def load_spec_profiles(path: str | Path, profiles: Iterable[str], overrides: Iterable[str] = ()) -> dict:
+    """The spec validated under each of `profiles`: the file and its `extends:` chain are read and merged once."""
+    path = Path(path)
+    where = str(path)
+    try:
+        merged = resolve_extends(path)
+        merged.setdefault("name", path.stem)
+        merged = apply_overrides(merged, overrides)
+        specs = {}
+        for profile in profiles:
+            data = apply_overrides(apply_profile(merged, profile, where), overrides)
+            if data["name"] != path.stem:
+                raise SpecError(f"must equal the file name {path.stem!r}: a spec's file name is its identity (its "
+                                f"results go to results/{path.stem}/); rename the file instead", where, "name")
+            specs[profile] = validate_mapping(data, where, path.parent, profile)
+        return specs
+    except SpecError as exc:
+        raise exc.located(where) from None

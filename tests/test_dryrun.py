@@ -10,7 +10,7 @@ import torch
 
 from conftest import REPO, one_line_error
 from harness import dryrun
-from harness.report.render import spec_files
+from registry.loader import spec_files
 from registry import load_spec
 from registry.catalog import HFSource, model_catalog
 
@@ -69,7 +69,7 @@ def test_paper_specs_run_their_executor_on_stand_in_models(name, tmp_path):
 def test_every_paper_spec_is_covered_by_a_dry_run_or_named_as_not_runnable():
     """Every spec the paper profile can run has architectures for all its models (so `harness dry-run` can build
     them); the representative set above covers each kind."""
-    from harness.engine import check_runnable
+    from registry.catalog import check_runnable
     from registry.errors import SpecError
 
     kinds = set()
@@ -92,7 +92,7 @@ def test_every_paper_spec_has_a_committed_stand_in_dry_run():
     """CI runs the representative set above; the rest of the paper specs' stand-in dry runs are committed evidence
     (`harness dry-run specs/ --steps 1 --items 1 --tokens 2 --out benchmarks/results/dry_runs/stand-in-cpu`):
     each runnable spec has its record there, and the summary lists it."""
-    from harness.engine import check_runnable
+    from registry.catalog import check_runnable
     from registry.errors import SpecError
 
     summary = (SWEEP / "summary.md").read_text()

@@ -59,6 +59,29 @@ def test_registry_never_imports_harness_or_torch():
     assert out.split() == ["False", "False"]
 
 
+def test_commands_that_run_no_model_import_no_torch():
+    """validate and list answer in about a second, and the report renders without torch: importing it takes
+    seconds on its own. A kind's analysis, figures, summary and view read records, never models."""
+    code = """if True:
+        import importlib, sys
+        from click.testing import CliRunner
+        from harness.cli import main
+        for args in (["validate", "specs/residual_gain_local.yaml"], ["list"]):
+            result = CliRunner().invoke(main, args)
+            assert result.exit_code == 0, result.output
+        assert "torch" not in sys.modules, "validate or list imported torch"
+        import harness.report.render, harness.view.site
+        from harness.kinds import KINDS
+        for kind in KINDS:
+            for step in ("analysis", "figures", "summary", "view", "claims"):
+                if importlib.util.find_spec(f"harness.kinds.{kind}.{step}"):
+                    importlib.import_module(f"harness.kinds.{kind}.{step}")
+                    assert "torch" not in sys.modules, f"harness.kinds.{kind}.{step} imported torch"
+    """
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_kind_fulfils_the_contract(kind):
     assert isinstance(executor(kind), STEPS["executor"])

@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import REPO, SPECS, pending_stages
-from harness.engine import runnable_profiles
+from registry.catalog import runnable_profiles
 from harness.codegraph import analyze_roots, run_roots
 from harness.cli import main as cli_main
 from harness.pipeline import build_stages, closure_files, dvc_yaml_text, untracked_spec_fields
@@ -163,7 +163,8 @@ def test_committed_results_match_the_committed_lock():
 
 def test_committed_reports_are_what_harness_report_renders_from_the_committed_results(tmp_path, monkeypatch):
     """A fresh clone re-renders every committed page byte-identical, without running a model."""
-    from harness.report.render import build_reports, spec_files
+    from harness.report.render import build_reports
+    from registry.loader import spec_files
 
     monkeypatch.chdir(REPO)  # the bridge summary reads benchmarks/results relative to the project
     out = tmp_path / "reports"

@@ -4,7 +4,8 @@ import json
 import shutil
 
 from conftest import REPO
-from harness.report.render import build_reports, md_escape, spec_files, tex_escape
+from harness.report.render import build_reports, md_escape, tex_escape
+from registry.loader import spec_files
 
 
 def _render(tmp_path, results_dir):

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import MINIMAL_RESIDUAL, REPO, SPECS
-from harness.engine import runnable_profiles
+from registry.catalog import runnable_profiles
 from registry import SpecError, load_spec, load_spec_all_profiles
 from registry.kinds import KINDS, spec_json_schema
 
@@ -191,3 +191,49 @@ def test_set_overrides_win_over_profile_overlays(write_spec):
     assert load_spec(path, "local").seed == 5
     assert load_spec(path, "local", overrides=["seed=8"]).seed == 8
     assert load_spec(path, "local", overrides=["profiles.local.seed=6"]).seed == 6
+
+
+# ---------------------------------------------------------------------------- provenance: seed report, reference, none
+def test_a_spec_documented_nowhere_validates_and_claims_need_a_document(write_spec):
+    own = MINIMAL_RESIDUAL.replace("source: {seed: 001_2238a690a37813ca.txt}\n", "")
+    assert load_spec(write_spec(own)).source is None
+    cited = load_spec(write_spec(own + "source: {reference: 'arXiv:2401.00001', sections: ['3.2']}\n"))
+    assert cited.source.label() == "arXiv:2401.00001" and cited.source.seed is None
+    assert "exactly one of `seed`" in _error(write_spec(
+        own + "source: {seed: 001_2238a690a37813ca.txt, reference: a paper}\n"))
+    assert "exactly one of `seed`" in _error(write_spec(own + "source: {sections: ['1']}\n"))
+    message = _error(write_spec(own + "claims: [{id: h18_gain_tracks_entropy, section: '3'}]\n"))
+    assert "`claims` quotes a document: name it under `source`" in message
+
+
+def test_a_spec_documented_nowhere_runs_on_tiny_and_gets_a_page(tmp_path):
+    from harness.engine import RunSettings
+    from harness.report.render import build_reports
+    from harness.workflow import run_and_analyze
+
+    spec = tmp_path / "specs" / "my_gain.yaml"
+    spec.parent.mkdir()
+    spec.write_text(MINIMAL_RESIDUAL.replace("source: {seed: 001_2238a690a37813ca.txt}\n", ""), encoding="utf-8")
+    settings = RunSettings(profile="tiny", results_dir=tmp_path / "results", cache_dir=tmp_path / "cache",
+                           device="cpu", show_progress=False)
+    run_and_analyze(spec, settings)
+    build_reports([spec], tmp_path / "results", tmp_path / "reports")
+    page = (tmp_path / "reports" / "my_gain.md").read_text(encoding="utf-8")
+    assert "source: none (an experiment documented in no report)" in page
+    listing = subprocess.run([sys.executable, "-m", "harness.cli", "list", "--specs", str(spec.parent),
+                              "--results-dir", str(tmp_path / "results")], capture_output=True, text=True, check=True)
+    row = next(line for line in listing.stdout.splitlines() if line.startswith("my_gain"))
+    assert row.split()[1:3] == ["residual_gain", "—"] and "tiny" in row
+
+
+def test_a_file_is_parsed_once_while_unchanged_and_again_once_edited(write_spec):
+    from registry.loader import read_yaml_mapping
+
+    path = write_spec(MINIMAL_RESIDUAL + "seed: 1\n")
+    first = read_yaml_mapping(path)
+    first["seed"] = 99  # the caller's copy: the next read does not see this
+    assert read_yaml_mapping(path)["seed"] == 1
+    path.write_text(MINIMAL_RESIDUAL + "seed: 22\n", encoding="utf-8")  # another size: read again
+    assert load_spec(path).seed == 22
+    path.write_text(MINIMAL_RESIDUAL + "seed: 33\n", encoding="utf-8")  # the same size, a later write
+    assert load_spec(path).seed == 33

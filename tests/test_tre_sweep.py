@@ -492,3 +492,17 @@ def test_the_reports_claims_are_decided_by_the_engine_per_prompt():
     # the parameter shift: emergent under centred ranges, by construction under the default ones
     assert decide("tre_raises_top_p_lowers_top_k", centred).verdict == C.REPRODUCED
     assert decide("tre_raises_top_p_lowers_top_k", default).verdict == C.DESIGN
+
+
+@pytest.mark.parametrize("direction", ["up", "down"])
+@pytest.mark.parametrize("centre", [None, 0.9])
+def test_unit_for_value_inverts_the_controllers_placement(direction, centre):
+    import torch
+
+    from harness.kinds.tre_sweep.signal import _place
+    from harness.kinds.tre_sweep.units import unit_for_value
+
+    for value in (0.2, 0.5, 0.9, 1.3, 1.5):
+        u = unit_for_value(value, 0.2, 1.5, direction, centre)
+        assert 0 <= u <= 1
+        assert float(_place(torch.tensor(u, dtype=torch.float64), 0.2, 1.5, direction, centre)) == pytest.approx(value)

@@ -297,17 +297,3 @@ def _index_row(report: SpecReport) -> dict:
                 break
     counts = ", ".join(f"{n} {v}" for v, n in _verdict_counts(report.findings))
     return {"headline": headline, "value": value, "verdicts": counts or "—"}
-
-
-def spec_files(paths: list[Path]) -> list[Path]:
-    """YAML files named directly or found (non-recursively) in the given folders."""
-    found = []
-    for path in paths:
-        path = Path(path)
-        if path.is_dir():
-            found += sorted(p for p in path.glob("*.yaml"))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise SpecError("no such file or folder", str(path))
-    return found

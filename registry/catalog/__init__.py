@@ -177,3 +177,33 @@ def dataset_entry(name: str) -> DatasetEntry:
     if name not in catalog:
         raise SpecError(f"unknown dataset {name!r}{suggest(name, sorted(catalog))}")
     return catalog[name]
+
+
+def check_runnable(spec, profile: str, data_mirror=None) -> None:
+    """Fail before any model loads if a model or dataset has no source for the profile.
+
+    The local profile reads datasets from the offline mirror only (the splits the catalog lists
+    for it); the paper profile uses the mirror where it has the split and the hub otherwise.
+    """
+    for name in spec.model_names():
+        model_entry(name).source(profile)
+    if profile != "local":
+        return
+    for name, split in spec.data_needs():
+        entry = dataset_entry(name)
+        if split not in entry.mirror_splits:
+            have = ", ".join(entry.mirror_splits) or "none"
+            raise SpecError(f"dataset {name!r} split {split!r} is not in the offline mirror (it has: {have}), "
+                            f"so this spec cannot run in the local profile; use --profile paper (hub) or another split")
+
+
+def runnable_profiles(spec_by_profile: dict, data_mirror=None) -> list[str]:
+    """The profiles (of a spec validated under each) whose models and datasets all have a source."""
+    ok = []
+    for profile, spec in spec_by_profile.items():
+        try:
+            check_runnable(spec, profile, data_mirror)
+            ok.append(profile)
+        except SpecError:
+            pass
+    return ok

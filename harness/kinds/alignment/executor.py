@@ -16,7 +16,8 @@ import torch
 from harness.context import RunContext, RunOutput
 from harness.kinds.alignment import maps as M
 from harness.kinds.alignment.adapters import make_items
-from harness.kinds.alignment.inject import continuation_nll, distinct_2, greedy, kl, reference_nll, repetition_rate
+from harness.kinds.alignment.inject import continuation_nll, distinct_2, greedy, kl, repetition_rate
+from harness.kinds.alignment.reference import reference_nll
 from harness.kinds.alignment.states import encode, layer_states, paired_states
 from harness.sharding import map_sharded
 from registry.errors import SpecError

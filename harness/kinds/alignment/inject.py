@@ -10,7 +10,6 @@ embeddings themselves.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 
 import torch
 from transformers import DynamicCache
@@ -113,12 +112,3 @@ def kl(p_log: torch.Tensor, q_log: torch.Tensor) -> float:
     """KL(p || q) in nats from log-probabilities over the same vocabulary."""
     value = float((p_log.exp() * (p_log - q_log)).sum())
     return value if math.isfinite(value) else float("inf")
-
-
-def reference_nll(records: list[dict]) -> dict[str, float]:
-    """Per model, the mean NLL of its own greedy continuations of the prompts (the 'fluent' reference)."""
-    by_model = defaultdict(list)
-    for r in records:
-        if r["record"] == "generation" and r["condition"] == "baseline" and r["nll"] is not None:
-            by_model[r["target"]].append(r["nll"])
-    return {m: sum(v) / len(v) for m, v in by_model.items()}

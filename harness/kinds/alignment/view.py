@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.kinds.alignment.analysis import level
-from harness.kinds.alignment.inject import reference_nll
+from harness.kinds.alignment.reference import reference_nll
 
 
 def samples(spec, records: list[dict]) -> list[dict]:

@@ -66,17 +66,6 @@ def _place(u: torch.Tensor, lo: float, hi: float, direction: str, centre: float 
     return value.clamp(lo, hi)
 
 
-def unit_for_value(value: float, lo: float, hi: float, direction: str, centre: float | None = None) -> float:
-    """The u that `_place` maps to `value` (the inverse of its map on [lo, hi])."""
-    if centre is None:
-        v = (value - lo) / (hi - lo)
-    elif value <= centre:
-        v = 0.5 * (value - lo) / (centre - lo) if centre > lo else 0.5
-    else:
-        v = 0.5 + 0.5 * (value - centre) / (hi - centre)
-    return v if direction == "up" else 1 - v
-
-
 def params_from_unit(u: torch.Tensor, ranges: Ranges, directions: Directions,
                      centres: Centres | None = None) -> tuple[torch.Tensor, ...]:
     centre = (lambda name: getattr(centres, name)) if centres is not None else (lambda name: None)  # noqa: E731
