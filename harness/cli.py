@@ -550,6 +550,20 @@ def certify(stages: tuple[str, ...], local: bool, cache_dir: Path | None):
         sys.exit(1)
 
 
+@main.command("new-kind")
+@click.argument("name")
+@user_errors
+def new_kind(name: str):
+    """Write a minimal experiment kind NAME (spec model, executor, analysis, figures, README with the checklist of
+    what else a kind may provide, an example spec and its test) that validates and runs on the tiny profile."""
+    from harness.scaffold import new_kind as write_kind
+
+    for path in write_kind(name, Path(".")):
+        click.echo(f"wrote {path}")
+    click.echo(f"next: harness run specs/{name}_example.yaml --profile tiny; python -m pytest tests/test_{name}.py; "
+               f"then replace the example with your experiment (harness/kinds/{name}/README.md lists the rest)")
+
+
 @main.command()
 @click.option("--write", is_flag=True, help="Write dvc.yaml instead of printing it.")
 @click.option("--params", "params_file", type=click.Path(path_type=Path), default=Path("params.yaml"), show_default=True)

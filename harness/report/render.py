@@ -33,12 +33,11 @@ _TEX_REPLACEMENTS = [
 ]
 
 
+_TEX_TABLE = str.maketrans(dict(_TEX_REPLACEMENTS))  # every source is one character: one pass, no re-escaping
+
+
 def tex_escape(text) -> str:
-    text = str(text)
-    out = []
-    for char in text:
-        out.append(next((rep for src, rep in _TEX_REPLACEMENTS if src == char), char))
-    return "".join(out)
+    return str(text).translate(_TEX_TABLE)
 
 
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # what could open an HTML tag or comment; "p < 0.05" stays as written
