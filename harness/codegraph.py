@@ -10,22 +10,41 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
 from functools import cache
 from pathlib import Path
+
+from registry.kinds import INSTALLED, harness_package, spec_module
 
 PACKAGES = ("harness", "registry")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+def _installed_kind_folders() -> dict[str, Path]:
+    """Each installed kind's package -> its folder (found without importing the package itself)."""
+    folders = {}
+    for package in sorted(set(INSTALLED.values())):
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError(f"the installed kind package {package!r} is not an importable package (a folder "
+                              f"with __init__.py); reinstall the distribution that registers it")
+        folders[package] = Path(next(iter(spec.submodule_search_locations))).resolve()
+    return folders
+
+
 @cache
 def module_files(root: Path = PROJECT_ROOT) -> dict[str, Path]:
-    """Module name -> source file, for every module of the project's packages."""
+    """Module name -> source file, for every module of the project's packages and of installed kinds' packages:
+    relative to `root` when inside it, else absolute (a kind installed from elsewhere)."""
     found = {}
-    for package in PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            rel = path.relative_to(root).with_suffix("")
-            parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
-            found[".".join(parts)] = path.relative_to(root)
+    folders = {package: root / package for package in PACKAGES}
+    folders.update(_installed_kind_folders())
+    for package, folder in folders.items():
+        base = folder.parent
+        for path in sorted(folder.rglob("*.py")):
+            rel = path.relative_to(base).with_suffix("")
+            parts = (*package.split(".")[:-1], *(rel.parts[:-1] if rel.name == "__init__" else rel.parts))
+            found[".".join(parts)] = path.relative_to(root) if path.is_relative_to(root) else path
     return found
 
 
@@ -78,7 +97,8 @@ def _other_kind(module: str, kind: str | None) -> bool:
     for prefix in ("registry.kinds.", "harness.kinds."):
         if module.startswith(prefix):
             return module[len(prefix):].split(".")[0] != kind
-    return False
+    return any(module == package or module.startswith(package + ".")
+               for other, package in INSTALLED.items() if other != kind)
 
 
 def closure(roots: list[str], kind: str | None = None, root: Path = PROJECT_ROOT) -> set[str]:
@@ -96,12 +116,12 @@ def closure(roots: list[str], kind: str | None = None, root: Path = PROJECT_ROOT
 
 def run_roots(kind: str) -> list[str]:
     """What a run of `kind` executes. A kind's modules are loaded by name, so they are roots of their own."""
-    return ["harness.engine", f"registry.kinds.{kind}", f"harness.kinds.{kind}.executor"]
+    return ["harness.engine", spec_module(kind), f"{harness_package(kind)}.executor"]
 
 
 def analyze_roots(kind: str) -> list[str]:
-    return ["harness.analyze", f"registry.kinds.{kind}", f"harness.kinds.{kind}.analysis",
-            f"harness.kinds.{kind}.figures"]
+    return ["harness.analyze", spec_module(kind), f"{harness_package(kind)}.analysis",
+            f"{harness_package(kind)}.figures"]
 
 
 @cache

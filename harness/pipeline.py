@@ -30,7 +30,7 @@ import yaml
 
 from harness.codegraph import PROJECT_ROOT, analyze_roots, closure, module_files, run_roots
 from registry.documentation import DOCUMENTATION_FIELDS
-from registry.kinds import KINDS
+from registry.kinds import KINDS, harness_package, spec_module
 from registry.loader import load_spec, spec_files_read, top_level_fields
 from registry.yaml_io import parse_yaml
 
@@ -101,8 +101,9 @@ def untracked_spec_fields(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
 def report_roots(kinds: list[str], root: Path = PROJECT_ROOT) -> list[str]:
     roots = ["harness.report.render"]
     for kind in kinds:
-        roots += [m for m in (f"registry.kinds.{kind}", f"harness.kinds.{kind}.analysis", f"harness.kinds.{kind}.figures",
-                              f"harness.kinds.{kind}.summary") if m in module_files(root)]
+        package = harness_package(kind)
+        roots += [m for m in (spec_module(kind), f"{package}.analysis", f"{package}.figures", f"{package}.summary")
+                  if m in module_files(root)]
     return roots
 
 

@@ -1,7 +1,8 @@
 """The registry of experiment kinds and the contract each kind's package fulfils.
 
-Everything that belongs to one kind lives in `harness/kinds/<kind>/` (the name of its spec model's
-`kind`, whose model is `registry/kinds/<kind>.py`):
+Everything that belongs to one built-in kind lives in `harness/kinds/<kind>/` (the name of its spec model's
+`kind`, whose model is `registry/kinds/<kind>.py`); an installed kind's package holds the same modules beside its
+`spec.py` (see registry/kinds/__init__.py for the entry point):
 
     executor.py   run(spec, ctx) -> RunOutput                 models -> records (the expensive part)
     analysis.py   analyze(spec, records, curves) -> Analysis  records -> metrics, tables, notes
@@ -24,7 +25,7 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from registry.kinds import KINDS
+from registry.kinds import KINDS, harness_package
 
 if TYPE_CHECKING:
     from harness.context import RunContext, RunOutput
@@ -64,7 +65,8 @@ STEPS = {"executor": Executor, "analysis": Analyzer, "figures": FigureMaker, "su
 
 
 def module_name(kind: str, step: str) -> str:
-    return f"{__name__}.{kind}.{step}"
+    """`harness.kinds.<kind>.<step>` for a built-in kind, `<package>.<step>` for an installed one."""
+    return f"{harness_package(kind)}.{step}"
 
 
 def _load(kind: str, step: str):

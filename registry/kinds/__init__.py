@@ -1,17 +1,29 @@
 """Every spec kind, selected by the `kind` field.
 
-A kind is a module `registry/kinds/<kind>.py` that defines `SPEC_MODEL`, a SpecBase subclass whose
-`kind` is `Literal["<kind>"]`. Kinds are found by listing this package, and a spec is validated by its
-own kind's model only, so adding a kind touches no shared file: a spec model here, a package
-`harness/kinds/<kind>/`, and specs. (It also keeps every existing run stage's dependencies unchanged
-when a kind is added; see harness/pipeline.py.)
+A built-in kind is a module `registry/kinds/<kind>.py` that defines `SPEC_MODEL`, a SpecBase subclass whose
+`kind` is `Literal["<kind>"]`, and a package `harness/kinds/<kind>/`. Built-in kinds are found by listing this
+package, so adding one touches no shared file (and keeps every existing run stage's dependencies unchanged; see
+harness/pipeline.py).
+
+An installed distribution adds a kind through the entry-point group `latent_harness.kinds`: the entry point's
+name is the kind, its value the kind's package, which holds `spec.py` (defining `SPEC_MODEL`, importing no
+torch) beside the harness side (`executor.py`, `analysis.py`, `figures.py`, optional parts). For example, in
+the distribution's pyproject.toml:
+
+    [project.entry-points."latent_harness.kinds"]
+    entropy_probe = "entropy_probe"
+
+Only the package's `spec` module is imported to validate a spec; an installed kind cannot replace a built-in one.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
+import warnings
 from functools import cache
+from importlib import metadata
 from typing import Annotated, Union
 
 from pydantic import Field, TypeAdapter
@@ -19,7 +31,37 @@ from pydantic import Field, TypeAdapter
 from registry.base import suggest
 from registry.errors import SpecError
 
-KINDS: tuple[str, ...] = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")))
+ENTRY_POINT_GROUP = "latent_harness.kinds"
+BUILT_IN: tuple[str, ...] = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")))
+
+
+def _installed() -> dict[str, str]:
+    """Kinds that installed distributions register: kind -> its package."""
+    found = {}
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        where = f"entry point {entry.name!r} of {entry.dist.name if entry.dist else 'an installed distribution'}"
+        if entry.name in BUILT_IN:
+            warnings.warn(f"{where} is ignored: {entry.name!r} is a built-in kind", stacklevel=2)
+        elif not re.fullmatch(r"[a-z][a-z0-9_]*", entry.name) or not re.fullmatch(r"[A-Za-z_][\w.]*", entry.value):
+            warnings.warn(f"{where} is ignored: the name must be a kind name (lower-case, digits, underscores) and "
+                          f"the value a package name, got {entry.value!r}", stacklevel=2)
+        else:
+            found[entry.name] = entry.value
+    return found
+
+
+INSTALLED: dict[str, str] = _installed()
+KINDS: tuple[str, ...] = tuple(sorted({*BUILT_IN, *INSTALLED}))
+
+
+def spec_module(kind: str) -> str:
+    """The module that defines the kind's SPEC_MODEL."""
+    return f"{INSTALLED[kind]}.spec" if kind in INSTALLED else f"{__name__}.{kind}"
+
+
+def harness_package(kind: str) -> str:
+    """The package of the kind's executor, analysis and figures."""
+    return INSTALLED.get(kind, f"harness.kinds.{kind}")
 
 
 @cache
@@ -28,10 +70,13 @@ def spec_model(kind: str) -> type:
     if kind not in KINDS:
         raise SpecError(f"unknown kind {kind!r}{suggest(kind, list(KINDS))} (expected one of: {', '.join(KINDS)})",
                         field="kind")
-    model = importlib.import_module(f"{__name__}.{kind}").SPEC_MODEL
+    module = importlib.import_module(spec_module(kind))
+    model = getattr(module, "SPEC_MODEL", None)
+    if model is None:
+        raise TypeError(f"{module.__name__} does not define SPEC_MODEL, the spec model of the {kind!r} kind")
     declared = model.model_fields["kind"].annotation.__args__[0]
     if declared != kind:
-        raise TypeError(f"registry/kinds/{kind}.py: SPEC_MODEL declares kind {declared!r}")
+        raise TypeError(f"{module.__name__}: SPEC_MODEL declares kind {declared!r}, not {kind!r}")
     return model
 
 
