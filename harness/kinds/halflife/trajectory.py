@@ -64,13 +64,14 @@ class Slope:
 
 def linear_slope(series: list[float]) -> Slope:
     """OLS slope per chunk with its 95% interval (statsmodels)."""
-    import statsmodels.api as sm
+    from statsmodels.regression.linear_model import OLS  # not statsmodels.api, which imports all of statsmodels
+    from statsmodels.tools.tools import add_constant
 
     y = np.asarray(series, dtype=float)
     if len(y) < 3 or np.ptp(y) == 0:
         slope = 0.0 if len(y) >= 2 and np.ptp(y) == 0 else float("nan")
         return Slope(slope, slope, slope, float("nan"))
-    fit = sm.OLS(y, sm.add_constant(np.arange(len(y), dtype=float))).fit()
+    fit = OLS(y, add_constant(np.arange(len(y), dtype=float))).fit()
     low, high = fit.conf_int()[1]
     return Slope(float(fit.params[1]), float(low), float(high), float(fit.pvalues[1]))
 
