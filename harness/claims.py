@@ -275,7 +275,19 @@ class Claim:
 
 
 # ---------------------------------------------------------------------------------------------- findings
-_ENGINE = object()  # only `decide` makes findings (tests check every verdict on a page came from one)
+class _EngineMark:
+    """The mark only `decide` puts on a finding (tests check every verdict on a page came from one). A finding made
+    in another process (the report collects in two) unpickles with this process's mark."""
+
+    def __reduce__(self):
+        return (_engine_mark, ())
+
+
+def _engine_mark() -> "_EngineMark":
+    return _ENGINE
+
+
+_ENGINE = _EngineMark()
 
 
 @dataclass(frozen=True)
