@@ -24,6 +24,13 @@ def pytest_collection_modifyitems(items):
 SPECS = sorted((REPO / "specs").glob("*.yaml"))
 
 
+def copy_code(to: Path) -> Path:
+    """The project's packages (harness/, registry/) copied into `to`, without bytecode: a project to change freely."""
+    for package in ("harness", "registry"):
+        shutil.copytree(REPO / package, to / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return to
+
+
 def one_line_error(result, code: int) -> str:
     """The one line a CLI failure promises: the exit code, no traceback, a single `error: ...` line on stderr."""
     assert result.returncode == code, (result.returncode, result.stderr[-2000:])

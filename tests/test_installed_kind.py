@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, copy_code
 
 FIXTURE = REPO / "tests" / "fixtures" / "entropy_probe_kind"
 SPEC = """\
@@ -45,10 +45,7 @@ def test_an_installed_kind_lists_validates_runs_renders_and_its_code_is_a_stage_
                                     check=True, capture_output=True, text=True).stdout.strip()).parent
     assert installed.is_relative_to(tmp_path / "venv")
 
-    project = tmp_path / "project"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for folder in ("harness", "registry"):
-        shutil.copytree(REPO / folder, project / folder, ignore=ignore)
+    project = copy_code(tmp_path / "project")
     (project / "specs").mkdir()
     (project / "specs" / "probe.yaml").write_text(SPEC, encoding="utf-8")
     (project / "params.yaml").write_text("profile: tiny\nspecs:\n  probe: specs/probe.yaml\n", encoding="utf-8")

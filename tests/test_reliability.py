@@ -3,7 +3,6 @@ concurrency-safe writes, bounded sizes, caches that heal themselves."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import MINIMAL_RESIDUAL, REPO, one_line_error
+from conftest import MINIMAL_RESIDUAL, REPO, copy_code, one_line_error
 from harness.codegraph import code_digest, run_roots
 from harness.fsutil import RunLocked, atomic_write_text, atomic_write_with, exclusive, replace_dir, restore_interrupted, staging_dir
 from harness.kinds.bridge.training import train
@@ -31,8 +30,7 @@ def _harness(*args, cwd=REPO, env=None):
 # ---------------------------------------------------------------- 1. cached state keyed by the code
 
 def test_the_code_digest_changes_when_any_file_the_run_executes_changes(tmp_path):
-    for package in ("harness", "registry"):
-        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_code(tmp_path)
     roots = tuple(run_roots("bridge"))
     before = code_digest(roots, "bridge", tmp_path)
     assert before == code_digest(roots, "bridge", REPO)

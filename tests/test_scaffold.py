@@ -10,15 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, copy_code
 from harness.scaffold import TEMPLATES, new_kind
 from registry.errors import SpecError
 
 
 def _copy_project(to: Path) -> Path:
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for folder in ("harness", "registry"):
-        shutil.copytree(REPO / folder, to / folder, ignore=ignore)
+    copy_code(to)
     shutil.copy(REPO / "pyproject.toml", to / "pyproject.toml")
     (to / "specs").mkdir()
     (to / "tests").mkdir()

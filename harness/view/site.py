@@ -44,9 +44,7 @@ def _environment() -> jinja2.Environment:
 
 def kind_samples(kind: str):
     """The kind's `samples` function, or None when it has no view module."""
-    from harness.kinds import module_name
-
-    name = module_name(kind, "view")
+    name = kinds.module_name(kind, "view")
     if importlib.util.find_spec(name) is None:
         return None
     return importlib.import_module(name).samples
