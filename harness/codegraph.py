@@ -114,9 +114,11 @@ def closure(roots: list[str], kind: str | None = None, root: Path = PROJECT_ROOT
     return seen
 
 
-def run_roots(kind: str) -> list[str]:
-    """What a run of `kind` executes. A kind's modules are loaded by name, so they are roots of their own."""
-    return ["harness.engine", spec_module(kind), f"{harness_package(kind)}.executor"]
+def run_roots(kind: str, parts: tuple[str, ...] = ()) -> list[str]:
+    """What a run of `kind` executes, with the `parts` its spec declares (`code_parts()`). A kind's modules are
+    loaded by name, so they are roots of their own."""
+    return ["harness.engine", spec_module(kind), f"{harness_package(kind)}.executor",
+            *(f"{harness_package(kind)}.{part}" for part in parts)]
 
 
 def analyze_roots(kind: str) -> list[str]:

@@ -79,7 +79,7 @@ def state_key(spec, profile: str) -> dict:
     return {
         "spec_hash": spec_hash(spec.model_dump(mode="json"), profile),
         "models": {name: model_entry(name).source(profile).model_dump(mode="json") for name in spec.model_names()},
-        "code": code_digest(tuple(run_roots(spec.kind)), spec.kind),
+        "code": code_digest(tuple(run_roots(spec.kind, spec.code_parts())), spec.kind),
         "versions": {p: v for p, v in _versions().items() if p in ("torch", "transformers", "accelerate")},
     }
 

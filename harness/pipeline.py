@@ -123,7 +123,7 @@ def build_stages(params: dict) -> dict:
         run_dir = f"results/{name}"
         stages[f"run-{name}"] = {
             "cmd": f"harness run {spec_file} --profile ${{profile}} --quiet --no-analyze",
-            "deps": other_inputs + closure_files(run_roots(kind), kind, whole_catalog=False),
+            "deps": other_inputs + closure_files(run_roots(kind, spec.code_parts()), kind, whole_catalog=False),
             "params": ["profile", *({p: spec_fields(p)} for p in yaml_inputs), *catalog_params(spec)],
             "outs": [{f"{run_dir}/{out}": dict(KEPT)} for out in RUN_OUTS],
         }

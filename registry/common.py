@@ -134,3 +134,9 @@ class SpecBase(StrictModel):
     def input_files(self) -> list[str]:
         """Files besides the spec that loading it reads, relative to the spec file (kinds override this)."""
         return []
+
+    def code_parts(self) -> tuple[str, ...]:
+        """Modules of the kind's harness package that a run of this spec loads by name (`harness.kinds.load_part`)
+        beside what the executor imports; the run stage depends on these and on no other part (kinds override
+        this)."""
+        return ()

@@ -227,10 +227,10 @@ def test_training_lowers_the_loss_and_logs_each_loss(tiny_sst2):
 
 @pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, tiny_sst2):
-    import harness.kinds.bridge.executor as executor
+    import harness.kinds.bridge.latent_bridge as latent
 
     calls = {"n": 0}
-    original = executor.batch_diversity_loss
+    original = latent.batch_diversity_loss
 
     def interrupt_at_step_7(soft):
         calls["n"] += 1
@@ -238,13 +238,13 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, ti
             raise KeyboardInterrupt("simulated interruption")
         return original(soft)
 
-    monkeypatch.setattr(executor, "batch_diversity_loss", interrupt_at_step_7)
+    monkeypatch.setattr(latent, "batch_diversity_loss", interrupt_at_step_7)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "results", tmp_path / "cache")
     assert not (tmp_path / "results" / "sst2_8tok").exists(), "nothing half-written"
     checkpoints = list((tmp_path / "cache" / "state").glob("sst2_8tok-*/bridge.seed*.pt"))
     assert len(checkpoints) == 1 and torch.load(checkpoints[0], weights_only=True)["step"] == 4
-    monkeypatch.setattr(executor, "batch_diversity_loss", original)
+    monkeypatch.setattr(latent, "batch_diversity_loss", original)
     resumed = _run(tmp_path / "results", tmp_path / "cache")
     assert (resumed / "metrics.json").read_text() == (tiny_sst2 / "metrics.json").read_text()
     assert (resumed / "records.jsonl").read_text() == (tiny_sst2 / "records.jsonl").read_text()

@@ -18,7 +18,7 @@ from registry.catalog import runnable_profiles
 from harness.codegraph import analyze_roots, run_roots
 from harness.cli import main as cli_main
 from harness.pipeline import build_stages, closure_files, dvc_yaml_text, untracked_spec_fields
-from registry import load_spec_all_profiles
+from registry import load_spec, load_spec_all_profiles
 from registry.common import SpecBase
 from registry.documentation import DOCUMENTATION_FIELDS
 from registry.kinds import KINDS
@@ -62,9 +62,11 @@ def _as_files(modules: set[str]) -> set[str]:
 @pytest.mark.parametrize("kind", KINDS)
 def test_stage_dependencies_cover_what_python_really_imports(kind, monkeypatch):
     monkeypatch.chdir(REPO)
-    run_deps = set(closure_files(run_roots(kind), kind))
+    specs = [load_spec(path, "local") for path in _params()["specs"].values()]
+    parts = tuple(sorted({part for spec in specs if spec.kind == kind for part in spec.code_parts()}))
+    run_deps = set(closure_files(run_roots(kind, parts), kind))
     analyze_deps = set(closure_files(analyze_roots(kind), kind))
-    loaded_by_run = _as_files(_imported_modules(run_roots(kind)))
+    loaded_by_run = _as_files(_imported_modules(run_roots(kind, parts)))
     loaded_by_analysis = _as_files(_imported_modules(analyze_roots(kind)))
     other_kinds = {f"registry/kinds/{k}.py" for k in KINDS if k != kind}  # reached only through the union of kinds
     assert loaded_by_run - other_kinds <= run_deps
@@ -74,6 +76,39 @@ def test_stage_dependencies_cover_what_python_really_imports(kind, monkeypatch):
                                                  f)}
     assert not any(f.startswith("harness/kinds/") and f"/{kind}/" not in f and f != "harness/kinds/__init__.py"
                    for f in run_deps | analyze_deps)
+
+
+def test_a_bridge_stage_depends_on_the_method_modules_its_spec_runs_and_on_no_other(monkeypatch):
+    """Editing the flow bridge reruns the flow specs only; prompt tuning and continuation scoring likewise."""
+    monkeypatch.chdir(REPO)
+    params = _params()
+    stages = build_stages(params)
+    flow_modules = {"harness/kinds/bridge/flow_bridge.py", "harness/kinds/bridge/flow.py"}
+    counts = {"flow": 0, "latent": 0, "no prompt tuning": 0, "continuation": 0}
+    for name, path in params["specs"].items():
+        spec = load_spec(path, "local")
+        if spec.kind != "bridge":
+            continue
+        deps = set(stages[f"run-{name}"]["deps"])
+        flow = spec.bridge.flow is not None and spec.selection is None
+        assert (flow_modules <= deps) == flow and (flow_modules & deps != set()) == flow, name
+        assert ("harness/kinds/bridge/latent_bridge.py" in deps) != flow, name
+        assert ("harness/kinds/bridge/prompt_tuning.py" in deps) == ("prompt_tuning" in spec.code_parts()), name
+        assert ("harness/kinds/bridge/continuation.py" in deps) == (spec.task.continuation is not None), name
+        assert {"harness/kinds/bridge/executor.py", "harness/kinds/bridge/setup.py"} <= deps, name
+        counts["flow" if flow else "latent"] += 1
+        counts["no prompt tuning"] += "prompt_tuning" not in spec.code_parts()
+        counts["continuation"] += spec.task.continuation is not None
+    assert all(counts.values()), counts  # every case above is met by some committed spec
+
+
+def test_a_run_cannot_load_a_part_its_spec_does_not_declare():
+    from harness.kinds import load_part
+
+    spec = load_spec(REPO / "specs" / "sst2_8tok.yaml", "tiny")
+    assert load_part(spec, "latent_bridge").__name__ == "harness.kinds.bridge.latent_bridge"
+    with pytest.raises(LookupError, match="sst2_8tok: the run loads part 'flow_bridge'.*code_parts"):
+        load_part(spec, "flow_bridge")
 
 
 def test_every_file_loading_a_spec_reads_is_a_dependency_or_param(monkeypatch):
@@ -212,6 +247,8 @@ def test_dvc_repro_reruns_only_what_a_change_touches(_tiny_project_reproduced, t
     assert _ran(sh(sys.executable, "-m", "dvc", "repro")) == {"analyze-residual_gain_local", "analyze-sst2_8tok", "report"}
     edit("harness/kinds/bridge/analysis.py", "# one kind's analysis\n")
     assert _ran(sh(sys.executable, "-m", "dvc", "repro")) == {"analyze-sst2_8tok", "report"}
+    edit("harness/kinds/bridge/flow_bridge.py", "# a method sst2_8tok does not run\n")
+    assert _ran(sh(sys.executable, "-m", "dvc", "repro")) == set()
     edit("harness/kinds/bridge/executor.py", "# one kind's executor\n")
     assert _ran(sh(sys.executable, "-m", "dvc", "repro")) == {"run-sst2_8tok", "analyze-sst2_8tok", "report"}
 

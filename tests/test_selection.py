@@ -57,16 +57,16 @@ def test_evaluation_items_are_disjoint_from_training_development_and_demonstrati
 def test_quick_evaluation_scores_development_items_only(monkeypatch, tmp_path):
     """The training loop's quick evaluation is handed the development items, never evaluation items."""
     from harness.engine import RunSettings, run_spec
-    from harness.kinds.bridge import executor
+    from harness.kinds.bridge import latent_bridge
 
     seen = []
-    real = executor._accuracy
+    real = latent_bridge.accuracy
 
     def spy(task, items, results):
         seen.append({i.id for i in items})
         return real(task, items, results)
 
-    monkeypatch.setattr(executor, "_accuracy", spy)
+    monkeypatch.setattr(latent_bridge, "accuracy", spy)
     spec_path = REPO / "specs" / "sst2_8tok.yaml"
     run_spec(spec_path, RunSettings(profile="tiny", results_dir=tmp_path / "r", cache_dir=tmp_path / "c", device="cpu",
                                     show_progress=False))

@@ -11,6 +11,9 @@ Everything that belongs to one built-in kind lives in `harness/kinds/<kind>/` (t
     summary.py    optional: summary(entries, figure_dir) -> (tables, notes, figure paths), across specs
     plan.py       optional: workload(spec, profile) -> Workload, the sizes `harness plan` turns into memory
                   and tokens
+    <part>.py     optional: a module the executor loads with `load_part(spec, name)` only when the spec needs
+                  it (a method, say); the spec model's `code_parts()` names them, and a run stage depends on
+                  the parts its spec declares, not on the others
 
 The core (engine, analysis stage, report) reaches a kind only through the functions below, which
 import the kind's module by name; no core module imports a kind, and kinds never import each
@@ -76,6 +79,16 @@ def _load(kind: str, step: str):
     if not isinstance(module, STEPS[step]):
         raise TypeError(f"{module.__name__} does not provide the {STEPS[step].__name__} contract")
     return module
+
+
+def load_part(spec: Any, part: str):
+    """The module `part` of the spec's kind package, which the spec must declare in `code_parts()`: its DVC stage
+    and its state key follow the declared parts, so loading an undeclared one is refused rather than run with a
+    dependency the stage does not know."""
+    if part not in spec.code_parts():
+        raise LookupError(f"{spec.name}: the run loads part {part!r} of the {spec.kind} kind, which the spec's "
+                          f"code_parts() does not declare, so its DVC stage would not depend on it")
+    return importlib.import_module(f"{harness_package(spec.kind)}.{part}")
 
 
 def executor(kind: str) -> Executor:

@@ -476,6 +476,17 @@ class BridgeSpec(SpecBase):
     def model_names(self) -> list[str]:
         return [self.sender, self.receiver]
 
+    def code_parts(self) -> tuple[str, ...]:
+        """The methods' modules a run loads: the latent bridge (with the noise baseline at its scale) or the flow
+        bridge, prompt tuning when it is evaluated or selected (a flow spec trains only the flow), and zero-shot
+        continuation scoring when `task.continuation` is set."""
+        if self.selection is not None:
+            return ("latent_bridge", *(("prompt_tuning",) if self.selection.prompt_tuning_lrs else ()))
+        scoring = ("continuation",) if self.task.continuation is not None else ()
+        if self.bridge.flow is not None:
+            return ("flow_bridge", *scoring)
+        return ("latent_bridge", *(("prompt_tuning",) if "prompt_tuning" in self.evaluation.methods else ()), *scoring)
+
     def data_needs(self) -> list[tuple[str, str]]:
         if self.task.dataset == PASSKEY:
             return []
