@@ -34,9 +34,11 @@ def test_a_refactor_is_certified_and_a_behaviour_change_refused(tiny_project):
     assert certificate["variants"][0]["profile"] == "tiny" and "records.jsonl" in certificate["variants"][0]["identical"]
     sh("git", "commit", "-q", "-am", "the refactor, certified")
 
-    # a behaviour change: another initialisation seed trains another bridge
-    assert "torch.manual_seed(seed)\n" in source
-    executor.write_text(source.replace("torch.manual_seed(seed)\n", "torch.manual_seed(seed + 1)\n", 1))
+    # a behaviour change: another initialisation seed trains another bridge (a part the spec loads)
+    latent = work / "harness" / "kinds" / "bridge" / "latent_bridge.py"
+    latent_source = latent.read_text()
+    assert "torch.manual_seed(seed)\n" in latent_source
+    latent.write_text(latent_source.replace("torch.manual_seed(seed)\n", "torch.manual_seed(seed + 1)\n", 1))
     before = (work / "dvc.lock").read_text()
     refused = certify("run-sst2_8tok")
     assert refused.returncode == 1
@@ -44,7 +46,7 @@ def test_a_refactor_is_certified_and_a_behaviour_change_refused(tiny_project):
     assert (work / "dvc.lock").read_text() == before and before != lock
 
     # a spec change is never a refactor
-    executor.write_text(source)
+    latent.write_text(latent_source)
     spec = work / "specs" / "sst2_8tok.yaml"
     spec.write_text(spec.read_text().replace("training: {steps: 2000,", "training: {steps: 1999,", 1))
     changed = certify("run-sst2_8tok")

@@ -31,13 +31,14 @@ def _harness(*args, cwd=REPO, env=None):
 
 def test_the_code_digest_changes_when_any_file_the_run_executes_changes(tmp_path):
     copy_code(tmp_path)
-    roots = tuple(run_roots("bridge"))
+    roots = tuple(run_roots("bridge", load_spec(REPO / "specs" / "sst2_8tok.yaml", "tiny").code_parts()))
     before = code_digest(roots, "bridge", tmp_path)
     assert before == code_digest(roots, "bridge", REPO)
-    analysis = tmp_path / "harness/kinds/bridge/analysis.py"  # not executed by a run
-    analysis.write_text(analysis.read_text() + "\n# edited\n")
-    code_digest.cache_clear()
-    assert code_digest(roots, "bridge", tmp_path) == before
+    for unused in ("analysis.py", "flow_bridge.py"):  # not executed by this run: analysis, a part it does not load
+        path = tmp_path / "harness/kinds/bridge" / unused
+        path.write_text(path.read_text() + "\n# edited\n")
+        code_digest.cache_clear()
+        assert code_digest(roots, "bridge", tmp_path) == before
     training = tmp_path / "harness/kinds/bridge/training.py"
     training.write_text(training.read_text() + "\n# edited\n")
     code_digest.cache_clear()
