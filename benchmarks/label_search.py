@@ -48,9 +48,10 @@ def score_every_label(lm, enc: D.Encoded, trie: D.CandidateTrie, max_tokens: int
     ids, depth = torch.tensor([n[-1] for n in nodes]), torch.tensor([len(n) - 1 for n in nodes])
     n_rows, prompt_len = enc.mask.shape
     first = torch.log_softmax(enc.last_logits, -1)
+    rows_per_pass = max(1, max_tokens // len(nodes))
     best = []
-    for start in range(0, n_rows, max(1, max_tokens // len(nodes))):
-        rows = torch.arange(start, min(n_rows, start + max(1, max_tokens // len(nodes))))
+    for start in range(0, n_rows, rows_per_pass):
+        rows = torch.arange(start, min(n_rows, start + rows_per_pass))
         positions = enc.next_position.cpu()[rows][:, None] + depth[None]
         allowed = torch.cat([enc.mask.bool().cpu()[rows][:, None, :].expand(-1, len(nodes), -1),
                              ancestors[None].expand(len(rows), -1, -1)], dim=2)

@@ -214,6 +214,15 @@ def first_difference(committed: Path, working: Path) -> str | None:
     return None
 
 
+def _shortened(spec) -> tuple[str, ...]:
+    """The overrides of the shortened local variant: the kind's own, and those of optional fields the spec sets."""
+    overrides = list(SHORT_LOCAL[spec.kind])
+    for field, extra in SHORT_LOCAL_WHERE_SET.get(spec.kind, {}).items():
+        if getattr(spec, field, None) is not None:
+            overrides += extra
+    return tuple(overrides)
+
+
 def certify(repo: Path, stage: str, local: bool = True, cache_dir: Path | None = None, commit: bool = True,
             echo=print) -> Certificate:
     """Check one stale run stage as described in the module docstring; raises SpecError naming the first
@@ -231,9 +240,7 @@ def certify(repo: Path, stage: str, local: bool = True, cache_dir: Path | None =
 
     loaded = load_spec(repo / spec, "local")
     kind = loaded.kind
-    short = SHORT_LOCAL.get(kind, ()) + tuple(override for field, overrides in SHORT_LOCAL_WHERE_SET.get(kind, {}).items()
-                                              if getattr(loaded, field, None) is not None for override in overrides)
-    variants = [("tiny", ())] + ([("local", short)] if local and kind in SHORT_LOCAL else [])
+    variants = [("tiny", ())] + ([("local", _shortened(loaded))] if local and kind in SHORT_LOCAL else [])
     head = _git(repo, "rev-parse", "HEAD").strip()
     certificate = Certificate(stage, spec, kind, head, changed)
     scratch = Path(tempfile.mkdtemp(prefix="certify-"))
