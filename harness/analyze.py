@@ -17,7 +17,7 @@ from pathlib import Path
 from harness import kinds
 from harness.fsutil import (Interrupted, exclusive, read_csv_rows, read_jsonl, real_dir, replace_dir,
                             restore_interrupted, staging_dir, write_json)
-from harness.report.tables import Analysis
+from harness.kinds.contract import Analysis
 from registry import load_spec
 from registry.documentation import DOCUMENTATION_FIELDS, without_documentation
 from registry.errors import SpecError

@@ -14,7 +14,8 @@ import importlib.util
 from functools import cache
 from pathlib import Path
 
-from registry.kinds import INSTALLED, harness_package, spec_module
+from harness import kinds
+from registry.kinds import INSTALLED, KINDS, harness_package, spec_module
 
 PACKAGES = ("harness", "registry")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -94,9 +95,11 @@ def direct_imports(module: str, root: Path = PROJECT_ROOT) -> frozenset[str]:
 
 
 def _other_kind(module: str, kind: str | None) -> bool:
+    """Whether `module` belongs to a kind other than `kind` (the contract in harness/kinds/ belongs to none)."""
     for prefix in ("registry.kinds.", "harness.kinds."):
         if module.startswith(prefix):
-            return module[len(prefix):].split(".")[0] != kind
+            owner = module[len(prefix):].split(".")[0]
+            return owner in KINDS and owner != kind
     return any(module == package or module.startswith(package + ".")
                for other, package in INSTALLED.items() if other != kind)
 
@@ -117,13 +120,14 @@ def closure(roots: list[str], kind: str | None = None, root: Path = PROJECT_ROOT
 def run_roots(kind: str, parts: tuple[str, ...] = ()) -> list[str]:
     """What a run of `kind` executes, with the `parts` its spec declares (`code_parts()`). A kind's modules are
     loaded by name, so they are roots of their own."""
-    return ["harness.engine", spec_module(kind), f"{harness_package(kind)}.executor",
-            *(f"{harness_package(kind)}.{part}" for part in parts)]
+    package = harness_package(kind)
+    return ["harness.engine", spec_module(kind), f"{package}.{kinds.kind(kind).executor}",
+            *(f"{package}.{part}" for part in parts)]
 
 
 def analyze_roots(kind: str) -> list[str]:
-    return ["harness.analyze", spec_module(kind), f"{harness_package(kind)}.analysis",
-            f"{harness_package(kind)}.figures"]
+    declared, package = kinds.kind(kind), harness_package(kind)
+    return ["harness.analyze", spec_module(kind), f"{package}.{declared.analysis}", f"{package}.{declared.figures}"]
 
 
 @cache

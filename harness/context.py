@@ -1,5 +1,5 @@
-"""What an executor receives (RunContext) and returns (RunOutput); see harness/kinds/__init__.py
-for the contract. `curves` are the rows of curves.csv (training logs and other series), as dicts."""
+"""What an executor receives (RunContext): the run's profile, models, device, seed, places and progress. What it
+returns (RunOutput) and the rest of the kind contract are in harness/kinds/contract.py."""
 
 from __future__ import annotations
 
@@ -42,12 +42,6 @@ class Processes:
 
         state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
         return cls(state.process_index, state.num_processes, state.device, state)
-
-
-@dataclass
-class RunOutput:
-    records: list[dict]
-    curves: list[dict] = field(default_factory=list)  # rows of curves.csv (DVC plots)
 
 
 @dataclass

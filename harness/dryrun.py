@@ -24,11 +24,12 @@ import torch
 
 from harness.context import RunContext
 from harness.data import SYNTHETIC_WORDS, synthetic_items
+from harness.kinds.contract import Forward
 from harness.models import ModelProvider
 from harness.models.anatomy import find_anatomy
 from harness.models.loading import LoadedModel, _quantize_in_memory
 from harness.models.tiny import _set_rope_theta, tiny_tokenizer
-from harness.plan import Forward, forward_bytes, gib, model_size, plan_spec, weight_bytes
+from harness.plan import forward_bytes, gib, model_size, plan_spec, weight_bytes
 from registry.catalog import dataset_entry, model_entry
 from registry.errors import SpecError
 from registry.yaml_io import parse_yaml
@@ -267,8 +268,9 @@ def bounded_overrides(spec, steps: int, items: int, tokens: int | None = None) -
     from harness import kinds
 
     planner = kinds.planner(spec.kind)
-    bound = getattr(planner, "dry_run_overrides", None)
-    return list(bound(spec, steps, items, tokens)) if bound else []
+    if planner is None or not kinds.kind(spec.kind).dry_run_overrides:
+        return []
+    return list(planner.dry_run_overrides(spec, steps, items, tokens))
 
 
 def dry_run(spec_path: Path, *, size: str, device: torch.device, steps: int, items: int, tokens: int | None = None,

@@ -143,7 +143,7 @@ def _write_curves(path: Path, rows: list[dict]) -> None:
 
 def run_spec(spec_path: Path, settings: RunSettings) -> RunSummary:
     """Run a spec into results/<name>/. Under `accelerate launch --num_processes N` every process calls
-    this: a kind whose executor declares `DISTRIBUTED = True` runs on all of them (it shards its own
+    this: a kind that declares `distributed=True` (its KIND) runs on all of them (it shards its own
     work through ctx.processes), any other kind runs on the main process alone; only the main process
     takes the locks and writes the run directory and checkpoints."""
     # every profile must validate (as `harness validate` checks), so an overlay cannot hide a bad base value
@@ -155,7 +155,7 @@ def run_spec(spec_path: Path, settings: RunSettings) -> RunSummary:
     executor = kinds.executor(spec.kind)
     processes = Processes.current(settings.device)
     final_dir = real_dir(Path(settings.results_dir) / spec.name)
-    if not getattr(executor, "DISTRIBUTED", False):
+    if not kinds.kind(spec.kind).distributed:
         if not processes.is_main:
             return RunSummary(spec.name, final_dir, 0.0)  # the main process runs this kind alone
         processes = Processes(device=processes.device)  # ... as one process: no collective calls

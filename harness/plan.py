@@ -12,8 +12,9 @@ et al. 2022: s*b*h*(34 + 5*a*s/h) bytes per layer at 16 bits), plus optimizer st
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from harness.kinds.contract import Forward, Workload
 from registry.catalog import HFSource, TinySource, model_entry
 
 GIB = 2**30
@@ -21,30 +22,6 @@ GPU_SIZES_GIB = (24, 40, 80, 141)
 USABLE_FRACTION = 0.9  # CUDA context, allocator fragmentation and workspace take the rest
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 QUANT_BYTES = {"none": None, "int8": 1.0, "nf4": 0.5 + 0.127 / 8 * 2}  # NF4 with double-quantised constants
-
-
-@dataclass
-class Forward:
-    """One kind of forward pass a run makes: which model, how many rows of how many positions."""
-
-    what: str  # e.g. "training", "evaluation", "sender states"
-    model: str
-    batch: int
-    sequence: int  # positions per row, prompt and generated tokens together
-    trains: bool = False  # a backward pass goes through this (frozen) model: its activations are kept
-
-
-@dataclass
-class Workload:
-    """What a run loads and the forwards it makes; the plan's peak is the weights of the models
-    loaded together plus the largest forward, plus optimizer state for what is trained."""
-
-    models: list[str]
-    forwards: list[Forward]
-    tokens: int  # token positions processed over the whole run, all models together
-    trainable_parameters: int = 0  # updated parameters (optimizer state: fp32 weights, grads, 2 moments)
-    one_at_a_time: bool = False  # models are loaded in turn (the peak is the largest), not together
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

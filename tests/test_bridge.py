@@ -9,13 +9,13 @@ import torch
 
 from conftest import REPO
 from harness import stats
-from harness.kinds.bridge.modules import LatentBridge, StatisticalNormalizer, batch_diversity_loss
+from harness.engine import RunSettings
+from harness.fsutil import read_csv_rows, read_jsonl
 from harness.kinds.bridge.answers import judge
+from harness.kinds.bridge.modules import LatentBridge, StatisticalNormalizer, batch_diversity_loss
 from harness.kinds.bridge.task import match_label, passkey_items
 from harness.kinds.bridge.training import batch_indices, warmup_cosine
-from harness.engine import RunSettings
 from harness.workflow import run_and_analyze as run_spec
-from harness.fsutil import read_csv_rows, read_jsonl
 from registry import SpecError, load_spec
 from registry.kinds.bridge import BridgeArchSpec
 
@@ -284,7 +284,7 @@ def _claim_data(outcomes: dict, seed_metrics: dict | None = None, spec=None):
     """The bridge claims' data from per-method outcome lists (one per seed), as the analysis gives them."""
 
     from harness.kinds.bridge import claims as B
-    from harness.report.tables import Analysis
+    from harness.kinds.contract import Analysis
 
     analysis = Analysis(seed_metrics=seed_metrics or {})
     for method, per_seed in outcomes.items():
@@ -354,7 +354,7 @@ def test_an_unknown_claim_is_one_line_naming_the_spec():
 
 def test_open_answers_report_how_many_distinct_answers_each_method_gives():
     from harness.kinds.bridge.analysis import _prediction_diversity
-    from harness.report.tables import Analysis
+    from harness.kinds.contract import Analysis
 
     records = [{"answer": str(i), "bridge": {"generation": "10" if i < 3 else "12"},
                 "sender_text": {"generation": str(i) if i else None}} for i in range(5)]
@@ -369,7 +369,7 @@ def test_a_collapse_claim_compares_distinct_answers_with_the_gold_answers_in_eve
     from harness import claims as C
     from harness.kinds.bridge import claims as B
     from harness.kinds.bridge.analysis import _prediction_diversity
-    from harness.report.tables import Analysis
+    from harness.kinds.contract import Analysis
     from registry.common import ClaimRef
 
     def run(answers):  # one training seed's analysis: 40 distinct gold answers, collapsed below 4

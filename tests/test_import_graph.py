@@ -1,5 +1,6 @@
 """The package layout holds: no import loop, the core never imports a kind, kinds never import each
-other, and `registry/` (what to run) never imports `harness/` (how) or torch."""
+other, the kind contract is the ground floor, every kind declares what it provides, and `registry/` (what to run)
+never imports `harness/` (how) or torch."""
 
 import subprocess
 import sys
@@ -7,8 +8,9 @@ import sys
 import pytest
 
 from conftest import REPO
-from harness.kinds import STEPS, analyzer, executor, figure_maker, summarizer
+from harness import kinds
 from harness.codegraph import direct_imports, module_files
+from harness.kinds.contract import HOOKS, ROLES, Kind
 from registry.kinds import KINDS
 
 
@@ -19,9 +21,9 @@ def _in_repo(monkeypatch):
 
 def _kind_of(module: str) -> str | None:
     parts = module.split(".")
-    if parts[:2] == ["harness", "kinds"] and len(parts) > 2:
+    if parts[:2] == ["harness", "kinds"] and len(parts) > 2 and parts[2] in KINDS:
         return parts[2]
-    return None
+    return None  # the core, or the contract and loader on harness/kinds/'s ground floor
 
 
 def test_there_is_no_import_loop():
@@ -72,24 +74,71 @@ def test_commands_that_run_no_model_import_no_torch():
         assert "torch" not in sys.modules, "validate or list imported torch"
         import harness.report.render, harness.view.site
         from harness.kinds import KINDS
+        from harness import kinds
         for kind in KINDS:
-            for step in ("analysis", "figures", "summary", "view", "claims"):
-                if importlib.util.find_spec(f"harness.kinds.{kind}.{step}"):
-                    importlib.import_module(f"harness.kinds.{kind}.{step}")
-                    assert "torch" not in sys.modules, f"harness.kinds.{kind}.{step} imported torch"
+            for role, module in kinds.kind(kind).modules().items():
+                if role not in ("executor", "plan"):
+                    importlib.import_module(f"harness.kinds.{kind}.{module}")
+                    assert "torch" not in sys.modules, f"harness.kinds.{kind}.{module} imported torch"
+            if importlib.util.find_spec(f"harness.kinds.{kind}.claims"):
+                importlib.import_module(f"harness.kinds.{kind}.claims")
+                assert "torch" not in sys.modules, f"harness.kinds.{kind}.claims imported torch"
     """
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
+def test_the_contract_and_the_loader_are_the_ground_floor():
+    """harness/kinds/contract.py imports nothing of the project, the loader only the contract and the registry, so
+    the core can import both without a loop and no import runs from the core back up into a kind."""
+    assert direct_imports("harness.kinds.contract") <= {"harness", "harness.kinds"}
+    assert {d for d in direct_imports("harness.kinds") if not d.startswith("registry")} == \
+        {"harness", "harness.kinds.contract"}
+
+
 @pytest.mark.parametrize("kind", KINDS)
-def test_every_kind_fulfils_the_contract(kind):
-    assert isinstance(executor(kind), STEPS["executor"])
-    assert isinstance(analyzer(kind), STEPS["analysis"])
-    assert isinstance(figure_maker(kind), STEPS["figures"])
-    summary = summarizer(kind)
-    assert summary is None or isinstance(summary, STEPS["summary"])
+def test_every_kind_declares_one_kind_object_and_fulfils_it(kind):
+    """Every module the KIND names loads and fulfils its Protocol; loading checks each declared hook is there and
+    each hook that is there is declared; every declared part is a module of the package."""
+    declared = kinds.kind(kind)
+    assert isinstance(declared, Kind) and declared.name == kind
+    for role, loader in (("executor", kinds.executor), ("analysis", kinds.analyzer), ("figures", kinds.figure_maker),
+                         ("summary", kinds.summarizer), ("plan", kinds.planner), ("view", kinds.viewer)):
+        module = loader(kind)
+        assert (module is None) == (role not in declared.modules())
+        assert module is None or isinstance(module, ROLES[role])
+    for part in declared.parts:
+        assert (REPO / "harness" / "kinds" / kind / f"{part}.py").is_file(), part
     assert (REPO / "registry" / "kinds" / f"{kind}.py").is_file()  # the spec model shares the kind's name
+
+
+@pytest.mark.parametrize("hook", sorted(HOOKS))
+def test_a_hook_is_used_only_when_declared_and_declared_only_when_there(hook, monkeypatch):
+    """The core reads optional hooks from the KIND, never by looking for an attribute; a module whose hooks and
+    declaration disagree refuses to load, naming the hook, rather than having it silently used or ignored."""
+    import dataclasses
+
+    role, attribute = HOOKS[hook]
+    declared = {k: kinds.kind(k) for k in KINDS}
+    has = next(k for k in KINDS if getattr(declared[k], hook))  # a kind that provides the hook
+    lacks = next((k for k in KINDS if not getattr(declared[k], hook) and role in declared[k].modules()), None)
+    for kind, value, message in ((has, False, "defines"), (lacks, True, "lacks")):
+        if kind is None:
+            continue
+        flipped = dataclasses.replace(declared[kind], **{hook: value})
+        monkeypatch.setattr(kinds, "kind", lambda name: flipped)
+        with pytest.raises(TypeError, match=f"declares {hook}={value} but the module {message} {attribute}"):
+            kinds._module(kind, role)
+
+
+def test_no_core_module_looks_for_a_kind_hook_by_attribute():
+    hooks = {attribute for _, attribute in HOOKS.values()} | {"DISTRIBUTED"}
+    for module, path in module_files().items():
+        if _kind_of(module) is None and module.startswith("harness") and module not in ("harness.kinds",
+                                                                                         "harness.kinds.contract"):
+            text = (REPO / path).read_text()
+            for name in hooks:
+                assert f'"{name}"' not in text, f"{path} looks up {name} by name; read it from the kind's KIND"
 
 
 def test_no_shared_file_names_a_kind():

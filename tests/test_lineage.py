@@ -16,7 +16,7 @@ from harness.kinds.bridge.analysis import METHOD_NAMES, analyze
 from harness.kinds.bridge.answers import final_number
 from harness.kinds.bridge.modules import LatentBridge, StatisticalNormalizer
 from harness.kinds.bridge.training import train
-from harness.report.tables import Analysis
+from harness.kinds.contract import Analysis
 from harness.workflow import run_and_analyze
 from registry import load_spec
 from registry.errors import SpecError

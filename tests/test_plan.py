@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import REPO
-from harness.plan import GIB, Forward, Workload, check_fits, describe, model_size, plan_spec, PlanError
+from harness.kinds.contract import Forward, Workload
+from harness.plan import GIB, check_fits, describe, model_size, plan_spec, PlanError
 from registry import load_spec
 
 GB = 1e9

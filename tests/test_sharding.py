@@ -216,6 +216,6 @@ def test_every_kind_runs_a_paper_spec_on_tiny_stand_ins_under_two_processes(kind
                          cwd=REPO, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     run = json.loads((tmp_path / "results" / name / "run.json").read_text())
-    sharded = getattr(kinds.executor(kind), "DISTRIBUTED", False)
+    sharded = kinds.kind(kind).distributed
     assert run["hardware"]["processes"] == (2 if sharded else 1) and run["n_records"] > 0
     assert (tmp_path / "results" / name / "metrics.json").is_file()

@@ -12,7 +12,8 @@ import pytest
 
 from conftest import REPO
 from harness.fsutil import read_jsonl
-from harness.view.site import build_site, kind_samples
+from harness import kinds
+from harness.view.site import build_site
 from registry import load_spec
 
 SPECS = [REPO / "specs" / f"{name}.yaml" for name in ("trec_16tok", "residual_gain_local", "halflife_toy",
@@ -39,7 +40,7 @@ def _dom(url: str, profile: Path) -> str:
 def test_every_kind_shows_its_records_and_the_pages_escape_them(site):
     for spec_path in SPECS:
         spec = load_spec(spec_path, "local")
-        rows = kind_samples(spec.kind)(spec, read_jsonl(REPO / "results" / spec.name / "records.jsonl"))
+        rows = kinds.viewer(spec.kind).samples(spec, read_jsonl(REPO / "results" / spec.name / "records.jsonl"))
         assert rows and all({"item", "method", "output", "answer", "outcome"} <= set(r) for r in rows), spec.name
         page = (site / f"{spec.name}.html").read_text()
         data = page.split('<script type="application/json" id="samples-data">')[1].split("</script>")[0]
@@ -56,7 +57,7 @@ def test_the_site_in_a_headless_browser(site, tmp_path):
     assert re.search(r'data-count="findings-table">(\d+) of \1 rows<', index)  # the script ran: every finding shown
     # a filter set from the link narrows the rows to exactly the records that match
     spec = load_spec(REPO / "specs" / "trec_16tok.yaml", "local")
-    rows = kind_samples("bridge")(spec, read_jsonl(REPO / "results" / "trec_16tok" / "records.jsonl"))
+    rows = kinds.viewer("bridge").samples(spec, read_jsonl(REPO / "results" / "trec_16tok" / "records.jsonl"))
     expected = sum(r["method"] == "Text relay" and r["outcome"] == "invalid" for r in rows)
     page = _dom(f"file://{site}/trec_16tok.html#method=Text+relay&outcome=invalid", tmp_path / "p2")
     shown = re.search(r'data-count="samples-table">(\d+) of (\d+) rows<', page)

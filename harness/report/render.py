@@ -19,11 +19,12 @@ from pathlib import Path
 import jinja2
 
 from harness import kinds
-from harness.claims import RULES, RULES_PAGE, VERDICTS, not_run_findings
 from harness.analyze import SavedRunError, analyze_saved, load_run
+from harness.claims import RULES, RULES_PAGE, VERDICTS, not_run_findings
 from harness.fsutil import exclusive, replace_dir, restore_interrupted, staging_dir
+from harness.kinds.contract import Analysis, Column, Link, Table, format_cell
 from harness.report.coverage import seed_sections
-from harness.report.tables import Analysis, Column, FindingsTable, Link, Table, findings_table, format_cell
+from harness.report.tables import FindingsTable, findings_table
 from registry import load_spec
 from registry.errors import SpecError
 
@@ -185,10 +186,9 @@ def _collect_one(path: Path, results_dir: Path) -> SpecReport:
         report.figures = sorted(p.name for p in (run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
         report.findings = list(report.analysis.findings)
     else:  # what a kind can say from the spec alone (its design against the reported numbers)
-        analyzer = kinds.analyzer(spec.kind)
-        spec_notes = getattr(analyzer, "spec_notes", None)
-        report.notes.extend(spec_notes(spec) if spec_notes else [])
-        report.findings = not_run_findings(spec, getattr(analyzer, "CLAIM_CATALOGUE", {}))
+        analyzer, declared = kinds.analyzer(spec.kind), kinds.kind(spec.kind)
+        report.notes.extend(analyzer.spec_notes(spec) if declared.spec_notes else [])
+        report.findings = not_run_findings(spec, analyzer.CLAIM_CATALOGUE if declared.claim_catalogue else {})
     if report.findings:
         report.findings_table = findings_table(report.findings)
     report.expected_table = _expected_table(spec, report.analysis, report.run)
@@ -256,7 +256,7 @@ def _render(reports: list[SpecReport], env, results_dir: Path, out_dir: Path, pr
             entries = [r for r in reports if r.spec.kind == kind and (r.run is None or r.run["profile"] == profile)]
             name = f"{kind}_summary"
             pages = [(name, f"{kind}: across specs", *summarizer.summary(entries, stage / "figures" / name))]
-            if hasattr(summarizer, "pages"):  # optional: further cross-spec pages (name, title, tables, notes, figures)
+            if kinds.kind(kind).summary_pages:  # further cross-spec pages (name, title, tables, notes, figures)
                 pages += summarizer.pages(entries, stage / "figures")
             for name, title, tables, notes, figures in pages:
                 figures = [f"figures/{name}/{Path(f).name}" for f in figures]

@@ -1,63 +1,11 @@
-"""A table as data: experiments build them, Jinja2 templates render them (Markdown, LaTeX)."""
+"""Helpers for the tables an analysis builds (the types themselves are in harness/kinds/contract.py): rates as text,
+seeds merged into one Analysis, the claims engine's findings as a table; Jinja2 templates render them."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any
 
-MISSING = "—"
-
-
-@dataclass(frozen=True)
-class Link:
-    """A cell that links to another page (Markdown shows a link; LaTeX the text)."""
-
-    text: str
-    target: str
-
-    def __str__(self) -> str:
-        return self.text
-
-
-@dataclass
-class Column:
-    header: str
-    fmt: str = ""  # a format spec such as ".3f", ".1%", ",.0f"; strings pass through
-    align: str = "r"
-
-
-@dataclass
-class Table:
-    key: str
-    title: str
-    columns: list[Column]
-    rows: list[list[Any]] = field(default_factory=list)
-    caption: str = ""
-
-    def add(self, *cells: Any) -> None:
-        if len(cells) != len(self.columns):
-            raise ValueError(f"table {self.key}: row has {len(cells)} cells for {len(self.columns)} columns")
-        self.rows.append(list(cells))
-
-    def formatted_rows(self) -> list[list[str]]:
-        return [[format_cell(cell, col.fmt) for cell, col in zip(row, self.columns)] for row in self.rows]
-
-
-def format_cell(value: Any, fmt: str = "") -> str:
-    if isinstance(value, Link):
-        return value
-    if value is None:
-        return MISSING
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float) and math.isnan(value):
-        return MISSING
-    if isinstance(value, (int, float)) and fmt:
-        return format(value, fmt)
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+from harness.kinds.contract import Analysis, Column, Link, Table
 
 
 def percent(value: float) -> str:
@@ -68,30 +16,6 @@ def percent(value: float) -> str:
 def reported_text(value) -> str | None:
     """A reported value (number or text) as a table cell; None when the report gives none."""
     return None if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-
-
-@dataclass
-class Analysis:
-    """What an experiment's records say: flat metrics, text facts, tables and notes."""
-
-    metrics: dict[str, float] = field(default_factory=dict)
-    facts: dict[str, str] = field(default_factory=dict)
-    tables: list[Table] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    # name -> training seed -> unit id -> outcome (1/0, or a value per item): what claims and cross-spec pages pair by
-    # unit over every seed (a deterministic method has one seed key); not written to metrics.json
-    outcomes: dict[str, dict] = field(default_factory=dict)
-    # the claims engine's findings on the report's claims about this run (harness/claims.py)
-    findings: list = field(default_factory=list)
-    # training seed -> that seed's metrics, for cross-spec claims decided per seed; not written to metrics.json
-    seed_metrics: dict = field(default_factory=dict)
-    # curve name -> (step, value) points a cross-spec figure draws; not written to metrics.json
-    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-
-    def set(self, key: str, value: float | None) -> None:
-        """Record a metric; undefined values (None, NaN, Inf) are left out of metrics.json."""
-        if value is not None and math.isfinite(float(value)):
-            self.metrics[key] = float(value)
 
 
 def merge_seeds(per_seed: dict, rebuilt: tuple[str, ...] = ()) -> Analysis:

@@ -8,14 +8,12 @@ and the same analyses the pages use (no server needed to read it; `--serve` adds
   class and seed, with a text search. The filters also read the page's #hash (e.g. #method=Bridge&outcome=invalid),
   so a filtered view is a link.
 
-A kind says how its records are shown with `harness/kinds/<kind>/view.py`: `samples(spec, records) -> rows` of
+A kind says how its records are shown with the view module its KIND names: `samples(spec, records) -> rows` of
 {item, seed, method, class, input, output, answer, outcome, note}.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import shutil
 import tempfile
@@ -27,8 +25,9 @@ import jinja2
 from harness import kinds
 from harness.claims import ANCHORS, RULES, RULES_PAGE
 from harness.fsutil import exclusive, replace_dir, restore_interrupted, staging_dir
+from harness.kinds.contract import Link, format_cell
 from harness.report.render import SpecReport, check_out_dir, collect
-from harness.report.tables import FindingsTable, Link, format_cell
+from harness.report.tables import FindingsTable
 
 VIEW_MARKER = ".harness-view"
 ASSETS = ("view.js", "view.css")
@@ -40,14 +39,6 @@ def _environment() -> jinja2.Environment:
     env.filters["cell"] = lambda value, fmt="": format_cell(value, fmt)
     env.tests["link"] = lambda value: isinstance(value, Link)
     return env
-
-
-def kind_samples(kind: str):
-    """The kind's `samples` function, or None when it has no view module."""
-    name = kinds.module_name(kind, "view")
-    if importlib.util.find_spec(name) is None:
-        return None
-    return importlib.import_module(name).samples
 
 
 def _json_for_script(data) -> str:
@@ -119,7 +110,7 @@ def _cross_spec_findings(reports: list[SpecReport]) -> list:
         scratch = Path(tempfile.mkdtemp(prefix="harness-view-"))
         try:
             tables = list(summarizer.summary(entries, scratch)[0])
-            if hasattr(summarizer, "pages"):
+            if kinds.kind(kind).summary_pages:
                 tables += [t for page in summarizer.pages(entries, scratch) for t in page[2]]
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -130,11 +121,11 @@ def _cross_spec_findings(reports: list[SpecReport]) -> list:
 def _spec_page(stage: Path, report: SpecReport, env, results_dir: Path) -> None:
     samples = []
     if report.run is not None:
-        make = kind_samples(report.spec.kind)
-        if make is not None:
+        viewer = kinds.viewer(report.spec.kind)
+        if viewer is not None:
             from harness.fsutil import read_jsonl
 
-            samples = make(report.spec, read_jsonl(results_dir / report.name / "records.jsonl"))
+            samples = viewer.samples(report.spec, read_jsonl(results_dir / report.name / "records.jsonl"))
     figures = []
     for name in report.figures:
         target = stage / "figures" / report.name

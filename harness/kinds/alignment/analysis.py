@@ -14,7 +14,7 @@ from harness import stats
 from harness.claims import findings_for
 from harness.kinds.alignment import claims as alignment_claims
 from harness.kinds.alignment.reference import reference_nll
-from harness.report.tables import Analysis, Column, Table
+from harness.kinds.contract import Analysis, Column, Table
 from registry.kinds.alignment import QUALITY_LEVELS, AlignmentSpec
 
 

@@ -13,12 +13,13 @@ import random
 
 import torch
 
-from harness.context import RunContext, RunOutput
+from harness.context import RunContext
 from harness.kinds.alignment import maps as M
 from harness.kinds.alignment.adapters import make_items
 from harness.kinds.alignment.inject import continuation_nll, distinct_2, greedy, kl, repetition_rate
 from harness.kinds.alignment.reference import reference_nll
 from harness.kinds.alignment.states import encode, layer_states, paired_states
+from harness.kinds.contract import RunOutput
 from harness.sharding import map_sharded
 from registry.errors import SpecError
 from registry.kinds.alignment import AlignmentSpec, resolve_layer
@@ -62,7 +63,6 @@ def score(spec, target, native_prompt: list[int], tokens: list[int], first: torc
             "kl_first": kl(native_first, first)}
 
 
-DISTRIBUTED = True  # under `accelerate launch`, every process generates its share and trains on its shards
 
 
 def run(spec: AlignmentSpec, ctx: RunContext) -> RunOutput:

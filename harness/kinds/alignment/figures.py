@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.kinds.alignment.analysis import depth_key, direction_key
+from harness.kinds.contract import Analysis
 from harness.report.figures import pyplot, save_figure
-from harness.report.tables import Analysis
 from registry.kinds.alignment import AlignmentSpec
 
 

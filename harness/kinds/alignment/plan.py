@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from harness.plan import Forward, Workload, estimated_tokens
+from harness.kinds.contract import Forward, Workload
+from harness.plan import estimated_tokens
 from registry.kinds.alignment import AlignmentSpec
 
 

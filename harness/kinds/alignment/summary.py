@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.kinds.alignment.analysis import depth_key, direction_key
-from harness.report.tables import Column, Table
+from harness.kinds.contract import Column, Table
 
 
 def summary(entries, figure_dir: Path) -> tuple[list[Table], list[str], list[Path]]:

@@ -13,7 +13,8 @@ from harness.claims import findings_for
 from harness.kinds.bridge import claims as bridge_claims
 from harness.kinds.bridge import lineage
 from harness.kinds.bridge.answers import judge
-from harness.report.tables import Analysis, Column, Table, merge_seeds, percent, reported_text
+from harness.kinds.contract import Analysis, Column, Table
+from harness.report.tables import merge_seeds, percent, reported_text
 from registry.kinds.bridge import CONTINUATION_SET, PASSKEY, SEEDED_METHODS, BridgeSpec
 
 METHOD_NAMES = {

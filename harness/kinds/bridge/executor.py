@@ -14,16 +14,16 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from harness.context import RunContext, RunOutput
+from harness.context import RunContext
 from harness.kinds import load_part
 from harness.kinds.bridge.receiver import ReceiverPrompt, generate_texts
 from harness.kinds.bridge.setup import Setup, evaluate, receiver_prompts, states_at_layer
 from harness.kinds.bridge.task import TaskData, build_task
+from harness.kinds.contract import RunOutput
 from harness.models import lm as L
 from harness.sharding import map_sharded, require_shards
 from registry.kinds.bridge import CONTINUATION_SET, PASSKEY, SEEDED_METHODS, BridgeSpec
 
-DISTRIBUTED = True  # under `accelerate launch`, every process trains on its shard and evaluates its items
 
 
 def run(spec: BridgeSpec, ctx: RunContext) -> RunOutput:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.kinds.bridge.analysis import METHOD_NAMES, first_expected, reported_points
+from harness.kinds.contract import Analysis
 from harness.report.figures import fit_y_axis, pyplot, save_figure
-from harness.report.tables import Analysis
 from registry.kinds.bridge import BridgeSpec
 
 

@@ -21,7 +21,8 @@ import numpy as np
 from harness import stats
 from harness.kinds.bridge.answers import judge
 from harness.kinds.bridge.entities import ENTITY_CLASSES, is_partial, output_diversity, transfer_totals
-from harness.report.tables import Analysis, Column, Table, percent, reported_text
+from harness.kinds.contract import Analysis, Column, Table
+from harness.report.tables import percent, reported_text
 
 CURVE_STATS = ("scale", "z_variance", "soft_token_std", "tanh_saturation", "vq_perplexity", "codes_used",
                "code_diversity", "unweighted_lm_loss", "bottleneck_loss")

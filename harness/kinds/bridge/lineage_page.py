@@ -15,8 +15,9 @@ from harness import claims as C
 from harness import stats
 from harness.kinds.bridge import lineage
 from harness.kinds.bridge.analysis import rate_cell
+from harness.kinds.contract import Column, Table
 from harness.report.figures import fit_y_axis, pyplot, save_figure
-from harness.report.tables import Column, Table, percent
+from harness.report.tables import percent
 from harness.report.tables import findings_table as findings_table_of
 
 TAG = "gsm8k_lineage"

@@ -7,7 +7,8 @@ import torch
 
 from harness.kinds.bridge.flow import DiTDenoiser
 from harness.kinds.bridge.modules import LatentBridge
-from harness.plan import Forward, Workload, estimated_tokens, model_size
+from harness.kinds.contract import Forward, Workload
+from harness.plan import estimated_tokens, model_size
 from registry.kinds.bridge import SEEDED_METHODS, BridgeSpec
 
 # Without the data, an item is assumed this long (short-text classification; the passkey and GSM8K

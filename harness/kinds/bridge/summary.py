@@ -10,8 +10,9 @@ import numpy as np
 from harness import claims as C
 from harness.kinds.bridge import lineage_page
 from harness.kinds.bridge.analysis import METHOD_NAMES, SCORINGS, first_expected, rate_cell
+from harness.kinds.contract import Column, Table
 from harness.report.figures import pyplot, save_figure
-from harness.report.tables import Column, Table, findings_table, percent
+from harness.report.tables import findings_table, percent
 from registry.kinds.bridge import PASSKEY
 
 LATENCY_FILE = Path("benchmarks/results/latency.json")

@@ -11,9 +11,9 @@ import numpy as np
 
 from harness import stats
 from harness.claims import findings_for
+from harness.kinds.contract import Analysis, Column, Table
 from harness.kinds.halflife import claims as halflife_claims
 from harness.kinds.halflife import trajectory as T
-from harness.report.tables import Analysis, Column, Table
 from registry.kinds.halflife import HalfLifeSpec
 
 CLAIM_CATALOGUE = halflife_claims.CATALOGUE

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from harness.context import RunContext, RunOutput
+from harness.context import RunContext
+from harness.kinds.contract import RunOutput
 from harness.kinds.halflife.pretrain import pretrain
 from harness.kinds.halflife.routing import last_position_logits, layer_stats
 from harness.models.lm import with_cache

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.kinds.contract import Analysis
 from harness.kinds.halflife import trajectory as T
 from harness.kinds.halflife.analysis import series_by_trajectory
 from harness.report.figures import pyplot, save_figure
-from harness.report.tables import Analysis
 from registry.kinds.halflife import HalfLifeSpec
 
 COLORS = {"baseline": "tab:blue", "perturbed": "tab:orange"}

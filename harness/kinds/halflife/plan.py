@@ -3,7 +3,8 @@ optional pretraining is a backward through the whole model."""
 
 from __future__ import annotations
 
-from harness.plan import Forward, Workload, estimated_tokens, model_size
+from harness.kinds.contract import Forward, Workload
+from harness.plan import estimated_tokens, model_size
 from registry.kinds.halflife import HalfLifeSpec, RandomPrompt
 
 

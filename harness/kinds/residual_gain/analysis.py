@@ -9,8 +9,8 @@ import numpy as np
 
 from harness import stats
 from harness.claims import findings_for
+from harness.kinds.contract import Analysis, Column, Table
 from harness.kinds.residual_gain import claims as residual_claims
-from harness.report.tables import Analysis, Column, Table
 from registry.kinds.residual_gain import ResidualGainSpec
 
 

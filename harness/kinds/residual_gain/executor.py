@@ -13,7 +13,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from harness.context import RunContext, RunOutput
+from harness.context import RunContext
+from harness.kinds.contract import RunOutput
 from harness.models import ActivationCapture, check_finite
 from registry.kinds.residual_gain import ResidualGainSpec
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.kinds.contract import Analysis
 from harness.kinds.residual_gain.analysis import derive
 from harness.report.figures import pyplot, save_figure
-from harness.report.tables import Analysis
 from registry.kinds.residual_gain import ResidualGainSpec
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from harness.plan import Forward, Workload, estimated_tokens
+from harness.kinds.contract import Forward, Workload
+from harness.plan import estimated_tokens
 
 
 def workload(spec, profile: str) -> Workload:

@@ -15,10 +15,10 @@ import numpy as np
 
 from harness import stats
 from harness.claims import findings_for
+from harness.kinds.contract import Analysis, Column, Table
 from harness.kinds.tre_sweep import claims as tre_claims
-from harness.report.tables import Analysis, Column, Table
-from harness.kinds.tre_sweep.units import unit_for_value
 from harness.kinds.tre_sweep.text_metrics import generation_metrics, mean_pairwise_jaccard, words
+from harness.kinds.tre_sweep.units import unit_for_value
 from registry.catalog import model_entry
 from registry.kinds.tre_sweep import SAMPLING_PARAMS as PARAMS, TRESweepSpec
 

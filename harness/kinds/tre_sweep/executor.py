@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.context import RunContext, RunOutput
-from harness.kinds.tre_sweep.generation import generate_rows
-from harness.models import NonFiniteActivationError
-from harness.kinds.tre_sweep.sampling import stream_seed, uniform_stream
+from harness.context import RunContext
+from harness.kinds.contract import RunOutput
 from harness.kinds.tre_sweep.calibration import calibrate
 from harness.kinds.tre_sweep.controller import BaselineController, NeuralController, RandomController
+from harness.kinds.tre_sweep.generation import generate_rows
+from harness.kinds.tre_sweep.sampling import stream_seed, uniform_stream
+from harness.models import NonFiniteActivationError
 from registry.errors import SpecError
 from registry.kinds.tre_sweep import SAMPLING_PARAMS as PARAMS, TRESweepSpec
 

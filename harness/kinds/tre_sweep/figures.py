@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.report.figures import pyplot, save_figure
+from harness.kinds.contract import Analysis
 from harness.kinds.tre_sweep.analysis import metric_values, scored_generations
-from harness.report.tables import Analysis
+from harness.report.figures import pyplot, save_figure
 from registry.kinds.tre_sweep import SAMPLING_PARAMS as PARAMS, TRESweepSpec
 
 
