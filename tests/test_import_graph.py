@@ -7,10 +7,11 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, SPECS
 from harness import kinds
 from harness.codegraph import direct_imports, module_files
 from harness.kinds.contract import HOOKS, ROLES, Kind
+from registry import load_spec
 from registry.kinds import KINDS
 
 
@@ -109,6 +110,10 @@ def test_every_kind_declares_one_kind_object_and_fulfils_it(kind):
         assert module is None or isinstance(module, ROLES[role])
     for part in declared.parts:
         assert (REPO / "harness" / "kinds" / kind / f"{part}.py").is_file(), part
+    for path in SPECS:  # a spec may only need parts its kind declares (load_part would refuse the run)
+        spec = load_spec(path, "paper")
+        if spec.kind == kind:
+            assert set(spec.code_parts()) <= set(declared.parts), (path.name, spec.code_parts())
     assert (REPO / "registry" / "kinds" / f"{kind}.py").is_file()  # the spec model shares the kind's name
 
 

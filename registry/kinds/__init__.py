@@ -1,13 +1,15 @@
 """Every spec kind, selected by the `kind` field.
 
 A built-in kind is a module `registry/kinds/<kind>.py` that defines `SPEC_MODEL`, a SpecBase subclass whose
-`kind` is `Literal["<kind>"]`, and a package `harness/kinds/<kind>/`. Built-in kinds are found by listing this
+`kind` is `Literal["<kind>"]`, and a package `harness/kinds/<kind>/` whose `__init__.py` exports `KIND` (the
+kind's contract, harness/kinds/contract.py). Built-in kinds are found by listing this
 package, so adding one touches no shared file (and keeps every existing run stage's dependencies unchanged; see
 harness/pipeline.py).
 
 An installed distribution adds a kind through the entry-point group `latent_harness.kinds`: the entry point's
 name is the kind, its value the kind's package, which holds `spec.py` (defining `SPEC_MODEL`, importing no
-torch) beside the harness side (`executor.py`, `analysis.py`, `figures.py`, optional parts). For example, in
+torch) beside the harness side (`executor.py`, `analysis.py`, `figures.py`, optional parts; its `__init__.py`
+exports `KIND`). For example, in
 the distribution's pyproject.toml:
 
     [project.entry-points."latent_harness.kinds"]
