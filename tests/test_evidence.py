@@ -124,7 +124,7 @@ def _digest_tree(folder: Path) -> dict:
 
 @pytest.mark.slow
 def test_a_tiny_run_of_a_committed_spec_leaves_results_and_reports_alone(tmp_path):
-    """README's 'Adding an experiment' step 3 (a tiny run of a spec that has committed local results)."""
+    """docs/adding-an-experiment.md, step 3 (a tiny run of a spec that has committed local results)."""
     before = {name: _digest_tree(REPO / name / "sst2_8tok") if name == "results" else _digest_tree(REPO / name)
               for name in ("results", "reports")}
     env = {"HARNESS_CACHE_DIR": str(tmp_path / "cache"), "HARNESS_RUNS_DIR": str(tmp_path / "runs")}
